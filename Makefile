@@ -1,0 +1,51 @@
+# The study in two commands: `make report` and `make test`. `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= demo
+# The stamp is newer than pyproject.toml once the venv holds what pyproject asks for.
+STAMP := $(VENV)/.installed
+
+export PYTHONDONTWRITEBYTECODE := 1
+# TensorFlow's C++ logs go to stderr before Python can silence them; 2 keeps errors only.
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: help setup demo notebooks report test test-fast bench clean clean-all
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the environment into $(VENV) (about 2 minutes the first time) ..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+	@set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+		| { grep -v "is ignored: it is neither" || true; }
+	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the project (done by report and test when needed)
+
+demo: $(STAMP) ## build the embedded demo dataset in data/demo (offline, from the LFW faces in scikit-image)
+	$(PY) -m helpers.demo --out data/demo/videos
+
+notebooks: demo ## run every notebook headless with papermill (PROFILE=demo by default)
+	$(PY) -m helpers.pipeline --profile $(PROFILE)
+
+report: notebooks ## set up, build the demo, run all notebooks and render report/ (HTML and PDF)
+	$(PY) -m helpers.report --profile $(PROFILE)
+
+test: $(STAMP) ## run the test suite (realdata tests skip where ../shared/data is absent)
+	$(PY) -m pytest
+
+bench: $(STAMP) ## run the benchmarks under bench/ (side-by-side ratios)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: ## remove generated data, executed notebooks, figures and the rendered report (keeps .venv)
+	rm -rf build data/demo/* data/interim/* data/processed/* figures/*.png report/report.html report/report.pdf report/tables
+
+clean-all: clean ## also remove .venv
+	rm -rf $(VENV)
