@@ -1,0 +1,432 @@
+"""Honest metrics for a binary deepfake detector: ones a majority-class guess cannot fake.
+
+Labels: 1 = FAKE (the positive class), 0 = REAL; `prob` is the predicted probability of FAKE. A face
+counts as called FAKE when `prob > threshold`, the rule torchmetrics uses, so the accuracy here
+agrees with the `val/acc` logged during training.
+
+Every metric is a weighted sum over items, so one code path (`_weighted_metrics`) serves both the
+point estimate (all weights 1) and the bootstrap (weights = how often each item was drawn), and a
+thousand resamples are a few matrix products instead of a thousand Python loops.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special, stats
+
+METRICS = ("accuracy", "balanced_accuracy", "auc", "log_loss", "eer", "n", "n_fake", "n_real")
+PROB_CLIP = 1e-7
+# Bootstrap resamples are processed in blocks of about this many (resample, item) cells, so a
+# block's weight matrix stays near 16 MB whatever n_boot and the number of items are.
+BLOCK_CELLS = 2_000_000
+# A resample missing a class is drawn again at most this often before it is given up (AUC/EER NaN).
+MAX_REDRAWS = 100
+# Below this many discordant pairs McNemar's chi-square approximation is poor; use the exact test.
+EXACT_BELOW = 25
+
+_LABEL_NAMES = {"REAL": 0, "FAKE": 1, "0": 0, "1": 1}
+
+
+def labels_to_int(labels: Iterable) -> np.ndarray:
+    """Labels as 0/1 ints (0 = REAL, 1 = FAKE), from 0/1, booleans or "REAL"/"FAKE" (any case)."""
+    arr = labels.to_numpy() if isinstance(labels, pd.Series) else np.asarray(labels)
+    if arr.dtype.kind not in "biuf":
+        # Mixed lists become strings under np.asarray ("True"); keep each value as it was given.
+        arr = np.asarray(list(labels), dtype=object)
+    arr = arr.ravel()
+    if arr.dtype.kind in "biuf":
+        ok = (arr == 0) | (arr == 1)
+        out = (arr == 1).astype(np.int64)
+    else:
+        def to_number(v):
+            if isinstance(v, str):
+                return _LABEL_NAMES.get(v.strip().upper(), math.nan)
+            if isinstance(v, (bool, np.bool_, int, np.integer, float, np.floating)):
+                return float(v)
+            return math.nan
+
+        numeric = np.array([to_number(v) for v in arr], dtype=np.float64)
+        ok = (numeric == 0) | (numeric == 1)
+        out = (numeric == 1).astype(np.int64)
+    if not ok.all():
+        shown = sorted({repr(v) for v in arr[~ok]})[:5]
+        raise ValueError(
+            f"{int((~ok).sum())} label(s) are neither 0/1 nor 'REAL'/'FAKE' (e.g. {', '.join(shown)}); "
+            "fix or drop those rows before computing metrics"
+        )
+    return out
+
+
+def _probs(prob: Iterable, n: int) -> np.ndarray:
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    if n == 0:
+        raise ValueError("no items to score: the labels are empty (did a filter on split remove every row?)")
+    if p.shape[0] != n:
+        raise ValueError(f"got {n} labels but {p.shape[0]} probabilities; they must be paired item by item")
+    if not np.all(np.isfinite(p)):
+        raise ValueError(
+            f"{int((~np.isfinite(p)).sum())} probabilities are NaN or infinite; "
+            "drop or re-score those items before computing metrics"
+        )
+    if p.size and (p.min() < 0 or p.max() > 1):
+        raise ValueError("probabilities must lie in [0, 1]; pass sigmoid(logits), not the logits")
+    return p
+
+
+class _Sorted:
+    """Items sorted by falling score, with the runs of tied scores ("levels") that ROC and AUC need."""
+
+    def __init__(self, y: np.ndarray, prob: np.ndarray, threshold: float):
+        # Falling order, so a running sum over levels is the ROC as the threshold is lowered.
+        order = np.argsort(-prob, kind="stable")
+        self.order = order
+        self.y = y[order].astype(np.float64)
+        self.prob = prob[order]
+        pred = self.prob > threshold
+        self.correct = (pred == (self.y == 1)).astype(np.float64)
+        self.tp_item = (pred & (self.y == 1)).astype(np.float64)
+        self.tn_item = (~pred & (self.y == 0)).astype(np.float64)
+        p = np.clip(self.prob, PROB_CLIP, 1 - PROB_CLIP)
+        self.nll = -(self.y * np.log(p) + (1 - self.y) * np.log1p(-p))
+        self.starts = np.flatnonzero(np.r_[True, self.prob[1:] != self.prob[:-1]])
+
+
+def _weighted_metrics(s: _Sorted, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric for each row of weights `w` (rows = resamples, columns = items in score order)."""
+    total = w.sum(axis=1)
+    pos = w @ s.y
+    neg = total - pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = (w @ s.correct) / total
+        tpr = (w @ s.tp_item) / pos
+        tnr = (w @ s.tn_item) / neg
+        # With one class present, average the recall of the classes that are, as scikit-learn does.
+        balanced = np.where(pos == 0, tnr, np.where(neg == 0, tpr, 0.5 * (tpr + tnr)))
+        log_loss = (w @ s.nll) / total
+
+        pos_l = w * s.y
+        if len(s.starts) == len(s.y):  # no tied scores: every item is its own level
+            neg_l = w - pos_l
+        else:
+            pos_l = np.add.reduceat(pos_l, s.starts, axis=1)
+            neg_l = np.add.reduceat(w, s.starts, axis=1) - pos_l
+        tp = np.cumsum(pos_l, axis=1)
+        fp = np.cumsum(neg_l, axis=1)
+        # AUC = P(score of a fake > score of a real), ties counting one half (the Mann-Whitney form):
+        # the reals below level j weigh neg - fp_j, the reals tied with it neg_l_j.
+        above_or_tied = np.einsum("ij,ij->i", pos_l, fp) - 0.5 * np.einsum("ij,ij->i", pos_l, neg_l)
+        auc = 1 - above_or_tied / (pos * neg)
+        eer = _eer(tp, fp, pos, neg)
+    undefined = (pos == 0) | (neg == 0)
+    auc[undefined] = np.nan
+    eer[undefined] = np.nan
+    return {
+        "accuracy": accuracy, "balanced_accuracy": balanced, "auc": auc, "log_loss": log_loss, "eer": eer,
+        "n": total, "n_fake": pos, "n_real": neg,
+    }
+
+
+def _eer(tp: np.ndarray, fp: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Where FPR = FNR on each ROC row, interpolating linearly along the segment that crosses.
+
+    Column j of `tp`/`fp` is the ROC point after j + 1 levels; the point before the first is (0, 0).
+    """
+    fpr = fp / neg[:, None]
+    d = fpr + tp / pos[:, None] - 1  # FPR - FNR: rises from -1 at (0, 0) to +1 at (1, 1)
+    rows = np.arange(d.shape[0])
+    k = np.minimum((d < 0).sum(axis=1), d.shape[1] - 1)  # first point with FPR >= FNR
+    prev = np.maximum(k - 1, 0)
+    d1, f1 = d[rows, k], fpr[rows, k]
+    d0 = np.where(k == 0, -1.0, d[rows, prev])
+    f0 = np.where(k == 0, 0.0, fpr[rows, prev])
+    t = np.where(d1 > d0, -d0 / (d1 - d0), 0.0)
+    return f0 + t * (f1 - f0)
+
+
+def _scalar(value: float, integer: bool = False):
+    value = float(value)
+    if integer and math.isfinite(value):
+        return int(round(value))
+    return value
+
+
+def binary_metrics(y_true: Iterable, prob: Iterable, threshold: float = 0.5) -> dict:
+    """Accuracy, balanced accuracy, ROC AUC, log loss, EER and counts for one set of predictions."""
+    y = labels_to_int(y_true)
+    p = _probs(prob, len(y))
+    s = _Sorted(y, p, threshold)
+    m = _weighted_metrics(s, np.ones((1, len(y))))
+    return {k: _scalar(v[0], integer=k.startswith("n")) for k, v in m.items()}
+
+
+def roc_points(y_true: Iterable, prob: Iterable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) of the ROC, one point per distinct score plus (0, 0) at threshold inf."""
+    y = labels_to_int(y_true)
+    p = _probs(prob, len(y))
+    s = _Sorted(y, p, 0.5)
+    pos_l = np.add.reduceat(s.y, s.starts)
+    neg_l = np.add.reduceat(1 - s.y, s.starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = np.r_[0.0, np.cumsum(pos_l) / pos_l.sum()]
+        fpr = np.r_[0.0, np.cumsum(neg_l) / neg_l.sum()]
+    thresholds = np.r_[np.inf, s.prob[s.starts]]
+    return fpr, tpr, thresholds
+
+
+def _draw_weights(rng: np.random.Generator, rows: int, n: int, codes: np.ndarray | None, n_groups: int) -> np.ndarray:
+    """How often each item is drawn in `rows` resamples: items, or whole groups, with replacement."""
+    units = n if codes is None else n_groups
+    idx = rng.integers(0, units, size=(rows, units))
+    idx += np.arange(rows)[:, None] * units
+    counts = np.bincount(idx.ravel(), minlength=rows * units).reshape(rows, units).astype(np.float64)
+    return counts if codes is None else counts[:, codes]
+
+
+def bootstrap_ci(
+    y_true: Iterable,
+    prob: Iterable,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    groups: Iterable | None = None,
+    threshold: float = 0.5,
+) -> dict[str, dict]:
+    """Percentile-bootstrap intervals, `{metric: {"value", "lo", "hi"}}`, resampling groups when given.
+
+    With `groups` (e.g. video ids) whole groups are resampled, because the faces of one video are not
+    independent draws and an item bootstrap would give intervals that are too narrow. A resample that
+    lacks a class is drawn again (up to MAX_REDRAWS times), so every metric is computed on the same
+    resamples, each holding both classes as the data do; if the data themselves hold one class,
+    AUC and EER are NaN, and so are their intervals.
+    """
+    y = labels_to_int(y_true)
+    p = _probs(prob, len(y))
+    s = _Sorted(y, p, threshold)
+    n = len(y)
+    point = binary_metrics(y, p, threshold)
+    if groups is None:
+        codes, n_groups = None, n
+    else:
+        g = pd.Series(list(groups) if not isinstance(groups, (pd.Series, np.ndarray)) else groups)
+        if len(g) != n:
+            raise ValueError(f"got {n} labels but {len(g)} group ids; pass one group id per item")
+        if g.isna().any():
+            raise ValueError(f"{int(g.isna().sum())} group ids are missing; every item needs one")
+        codes_raw, uniques = pd.factorize(g, sort=True)
+        codes, n_groups = codes_raw[s.order], len(uniques)
+    both_classes = 0 < y.sum() < n
+    rng = np.random.default_rng(seed)
+    blocks: list[dict[str, np.ndarray]] = []
+    block = max(1, BLOCK_CELLS // n)
+    for start in range(0, n_boot, block):
+        rows = min(block, n_boot - start)
+        w = _draw_weights(rng, rows, n, codes, n_groups)
+        if both_classes:
+            for _ in range(MAX_REDRAWS):
+                pos = w @ s.y
+                bad = np.flatnonzero((pos == 0) | (pos == w.sum(axis=1)))
+                if not bad.size:
+                    break
+                w[bad] = _draw_weights(rng, bad.size, n, codes, n_groups)
+        blocks.append(_weighted_metrics(s, w))
+    out = {}
+    for key in METRICS:
+        values = np.concatenate([b[key] for b in blocks]) if blocks else np.array([])
+        values = values[np.isfinite(values)]
+        if values.size:
+            lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+        else:
+            lo = hi = math.nan
+        out[key] = {"value": point[key], "lo": float(lo), "hi": float(hi)}
+    return out
+
+
+def video_level(predictions: pd.DataFrame, score: str = "prob_fake") -> pd.DataFrame:
+    """One row per `video_id`: the mean face score, the label (and split), and `n_faces`."""
+    missing = [c for c in ("video_id", "label", score) if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"predictions lack column(s) {missing}; expected video_id, label and {score}")
+    if predictions["video_id"].isna().any():
+        raise ValueError(
+            f"{int(predictions['video_id'].isna().sum())} row(s) have no video_id; "
+            "every face must name its video, or it would be dropped from the video-level scores"
+        )
+    df = predictions.assign(_y=labels_to_int(predictions["label"]))
+    mixed = df.groupby("video_id")["_y"].nunique()
+    if (mixed > 1).any():
+        raise ValueError(
+            f"{int((mixed > 1).sum())} video(s) have faces labelled both REAL and FAKE "
+            f"(e.g. {list(mixed[mixed > 1].index[:3])}); a video has one label, fix the manifest"
+        )
+    agg = {score: (score, "mean"), "label": ("label", "first"), "n_faces": (score, "size")}
+    if "split" in df.columns:
+        agg["split"] = ("split", "first")
+    out = df.groupby("video_id", sort=True).agg(**agg).reset_index()
+    cols = ["video_id", score, "label"] + (["split"] if "split" in df.columns else []) + ["n_faces"]
+    return out[cols]
+
+
+def _prevalence(y_train) -> float:
+    y = labels_to_int(y_train)
+    if not len(y):
+        raise ValueError("y_train is empty; the majority baseline needs training labels")
+    return float(y.mean())
+
+
+def majority_baseline(y_train: Iterable, y_test: Iterable) -> dict:
+    """Metrics of always guessing the training majority (probability = training share of FAKE)."""
+    y_test = labels_to_int(y_test)
+    # A constant prob equal to the prevalence is called FAKE exactly when FAKE is the majority
+    # (prob > 0.5; a 50/50 tie guesses REAL), and it is the best constant for log loss, so one
+    # vector serves every metric.
+    return binary_metrics(y_test, np.full(len(y_test), _prevalence(y_train)))
+
+
+def _video_train_labels(y_train) -> Any:
+    if isinstance(y_train, pd.DataFrame) and "video_id" in y_train.columns:
+        return y_train.groupby("video_id", sort=True)["label"].first()
+    if isinstance(y_train, pd.DataFrame):
+        return y_train["label"]
+    return y_train
+
+
+def evaluate(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 0, y_train=None, alpha: float = 0.05) -> dict:
+    """The `metrics.json` payload: frame- and video-level bootstrap intervals and majority baselines.
+
+    `predictions` has columns face_path, video_id, label, prob_fake (and split); every row is scored,
+    so filter to the test split first. Frame-level intervals resample whole videos. `y_train` is the
+    training labels (an array, used at both levels) or a training manifest with `video_id` and
+    `label` (its videos give the video-level prevalence). Without it the baseline guesses from the
+    test prevalence, which flatters the baseline: it could not know that share in advance.
+    """
+    if len(predictions) == 0:
+        raise ValueError("predictions is empty; nothing to evaluate")
+    y = labels_to_int(predictions["label"])
+    videos = video_level(predictions, "prob_fake")
+    y_video = labels_to_int(videos["label"])
+    if y_train is None:
+        train_frame, train_video = y, y_video
+    else:
+        train_frame = y_train["label"] if isinstance(y_train, pd.DataFrame) else y_train
+        train_video = _video_train_labels(y_train)
+    return {
+        "frame": bootstrap_ci(y, predictions["prob_fake"], n_boot, seed, alpha, groups=predictions["video_id"]),
+        "video": bootstrap_ci(y_video, videos["prob_fake"], n_boot, seed, alpha),
+        "baseline": {
+            "frame": majority_baseline(train_frame, y),
+            "video": majority_baseline(train_video, y_video),
+        },
+        "baseline_prevalence_from": "test" if y_train is None else "train",
+        "n_boot": int(n_boot),
+        "alpha": float(alpha),
+    }
+
+
+def mcnemar(correct_a: Iterable, correct_b: Iterable) -> dict:
+    """McNemar's paired test of two classifiers on the same items (exact binomial for few discordant pairs)."""
+    a = np.asarray(correct_a, dtype=bool).ravel()
+    b_ = np.asarray(correct_b, dtype=bool).ravel()
+    if a.shape != b_.shape:
+        raise ValueError(f"correct_a has {a.size} items and correct_b {b_.size}; the test needs the same items")
+    b = int((a & ~b_).sum())
+    c = int((~a & b_).sum())
+    if b + c < EXACT_BELOW:
+        statistic = float(min(b, c))
+        p_value = 1.0 if b + c == 0 else min(1.0, 2 * float(stats.binom.cdf(min(b, c), b + c, 0.5)))
+        method = "exact binomial"
+    else:
+        statistic = (abs(b - c) - 1) ** 2 / (b + c)
+        p_value = float(stats.chi2.sf(statistic, df=1))
+        method = "chi-square with continuity correction"
+    return {"b": b, "c": c, "statistic": float(statistic), "p_value": p_value, "method": method, "n": int(a.size)}
+
+
+def _bin_index(p: np.ndarray, n_bins: int) -> np.ndarray:
+    return np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+
+
+def reliability_curve(y: Iterable, prob: Iterable, n_bins: int = 10) -> pd.DataFrame:
+    """Per equal-width probability bin (empty bins left out): mean predicted prob, share FAKE, count."""
+    yy = labels_to_int(y)
+    p = _probs(prob, len(yy))
+    idx = _bin_index(p, n_bins)
+    count = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_prob = np.bincount(idx, weights=p, minlength=n_bins) / count
+        frac_fake = np.bincount(idx, weights=yy, minlength=n_bins) / count
+    edges = np.linspace(0, 1, n_bins + 1)
+    df = pd.DataFrame({
+        "bin": np.arange(n_bins), "lo": edges[:-1], "hi": edges[1:],
+        "mean_prob": mean_prob, "frac_fake": frac_fake, "count": count,
+    })
+    return df[df["count"] > 0].reset_index(drop=True)
+
+
+def expected_calibration_error(y: Iterable, prob: Iterable, n_bins: int = 15) -> float:
+    """ECE: the count-weighted mean gap between predicted probability and share FAKE over equal-width bins."""
+    curve = reliability_curve(y, prob, n_bins)
+    if curve.empty:
+        return math.nan
+    gap = (curve["frac_fake"] - curve["mean_prob"]).abs()
+    return float((gap * curve["count"]).sum() / curve["count"].sum())
+
+
+def logit(p: Iterable) -> np.ndarray:
+    """log(p / (1 - p)), with p clipped to [1e-7, 1 - 1e-7] so 0 and 1 give finite logits."""
+    q = np.clip(np.asarray(p, dtype=np.float64), PROB_CLIP, 1 - PROB_CLIP)
+    return np.log(q) - np.log1p(-q)
+
+
+def apply_temperature(logits: Iterable, T: float) -> np.ndarray:
+    """Calibrated probabilities sigmoid(logits / T)."""
+    return special.expit(np.asarray(logits, dtype=np.float64) / T)
+
+
+def _nll(z: np.ndarray, y: np.ndarray) -> float:
+    # log(1 + exp(-z)) for fakes and log(1 + exp(z)) for reals, without overflow.
+    return float(np.mean(np.logaddexp(0.0, np.where(y == 1, -z, z))))
+
+
+def fit_temperature(logits: Iterable, y: Iterable) -> float:
+    """The T > 0 minimising the log loss of sigmoid(logits / T) (temperature scaling, Guo et al. 2017)."""
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    yy = labels_to_int(y)
+    if len(z) != len(yy):
+        raise ValueError(f"got {len(z)} logits but {len(yy)} labels")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits contain NaN or infinity; compute them with metrics.logit on clipped probabilities")
+    # Searching log T keeps T positive and treats halving and doubling alike.
+    res = optimize.minimize_scalar(
+        lambda log_t: _nll(z / math.exp(log_t), yy), bounds=(math.log(1e-2), math.log(1e2)), method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(math.exp(res.x))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """`obj` with numpy/pandas types made plain and NaN/inf turned into None, ready for json.dump."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, pd.DataFrame):
+        return [to_jsonable(r) for r in obj.to_dict(orient="records")]
+    if isinstance(obj, (pd.Series, np.ndarray)):
+        return [to_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    return str(obj)
