@@ -169,11 +169,11 @@ def test_mtcnn_finds_the_faces(small, detector):
     assert np.mean(found) >= 0.95, f"MTCNN found a face in only {np.mean(found):.0%} of {len(found)} demo frames"
 
 
-def test_landmarks_accepted_in_either_layout():
+def test_only_upright_landmarks_are_accepted():
     upright = np.array([[40, 40], [80, 40], [60, 65], [45, 90], [75, 90]], dtype=float)
     assert np.array_equal(demo._ordered_landmarks(upright), upright)
-    # MTCNN's raw x1..x5, y1..y5 read as (5, 2) rows
-    assert np.array_equal(demo._ordered_landmarks(upright.T.reshape(5, 2)), upright)
+    # scrambled points (e.g. x1..x5, y1..y5 read as (5, 2) rows) must not be used for a swap
+    assert demo._ordered_landmarks(upright.T.reshape(5, 2)) is None
     assert demo._ordered_landmarks(upright[::-1]) is None
 
 
