@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+
+from helpers.runtime import progress
 
 JOURNAL_DIR = "_journal"
 
@@ -108,7 +109,7 @@ def run_stage(
     todo = [t for t in mine if t["key"] not in done]
     path = journal_path(out_dir, stage, shard)
     path.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=desc or stage, unit="item")
+    bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=desc or stage, unit="item")
     with open(path, "a", encoding="utf-8") as fh:
         if workers <= 1 or len(todo) <= 1:
             if initializer is not None and todo:

@@ -430,3 +430,18 @@ def to_jsonable(obj: Any) -> Any:
     if obj is pd.NA or obj is pd.NaT:
         return None
     return str(obj)
+
+
+def calibration_summary(val_logits, val_y, test_logits, test_y, n_bins: int = 15) -> dict:
+    """Temperature fitted on validation, and test ECE / log loss before and after applying it."""
+    temperature = fit_temperature(val_logits, val_y)
+    before = apply_temperature(test_logits, 1.0)
+    after = apply_temperature(test_logits, temperature)
+    y = labels_to_int(test_y)
+    return {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(y, before, n_bins),
+        "ece_after": expected_calibration_error(y, after, n_bins),
+        "log_loss_before": binary_metrics(y, before)["log_loss"],
+        "log_loss_after": binary_metrics(y, after)["log_loss"],
+    }

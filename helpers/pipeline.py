@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -113,6 +114,8 @@ def execute(run: Run, out_dir: Path, root: Path) -> Path:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{run.name}.ipynb"
+    # the kernel inherits this: progress bars (tqdm, Lightning) would only clutter the executed copy
+    os.environ["HELPERS_HEADLESS"] = "1"
     try:
         papermill.execute_notebook(str(run.notebook), str(output), parameters=run.parameters, cwd=str(root),
                                    kernel_name="python3", progress_bar=False, report_mode=False)

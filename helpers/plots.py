@@ -70,3 +70,238 @@ def counts_by(frame: pd.DataFrame, by: str, hue: str = "label", title: str | Non
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def confidence_histogram(faces: pd.DataFrame, threshold: float | None = None):
+    """MTCNN confidence of the kept faces, by label."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    kept = faces[faces.status == "ok"]
+    bins = np.linspace(max(0.0, float(kept.confidence.min()) - 0.01) if len(kept) else 0.0, 1.0, 30)
+    for label, group in kept.groupby("label"):
+        ax.hist(group.confidence, bins=bins, alpha=0.6, label=label, color=LABEL_COLOURS.get(label))
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"MIN_CONFIDENCE {threshold}")
+    ax.set_xlabel("MTCNN confidence")
+    ax.set_ylabel("faces")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def faces_with_landmarks(faces: pd.DataFrame, face_size: int, n: int = 12, ncols: int = 6):
+    """Face crops with their five landmarks and the eyes / lower-face bands drawn on."""
+    from helpers.faces import crop_landmarks, region_boxes  # noqa: PLC0415
+    from matplotlib.patches import Rectangle  # noqa: PLC0415
+
+    rows = faces[faces.status == "ok"].head(n)
+    fig = image_grid(list(rows.face_path), [f"{v} {l} {c:.3f}" for v, l, c in zip(rows.video_id, rows.label, rows.confidence)],
+                     ncols=ncols)
+    for ax, (_, row) in zip(fig.axes, rows.iterrows()):
+        points = crop_landmarks(row, face_size)
+        ax.scatter(points[:, 0], points[:, 1], s=10, c=["c", "c", "y", "m", "m"])
+        for (x0, y0, x1, y1), colour in zip(region_boxes(points, face_size).values(), ("c", "m")):
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1))
+    return fig
+
+
+def region_variants(faces: pd.DataFrame, regions: Sequence[str], n: int = 6):
+    """For `n` faces: the full crop and each region variant, one row per face."""
+    rows = faces[faces.status == "ok"].head(n)
+    columns = ["face_path", *[f"{r}_path" for r in regions]]
+    images, titles = [], []
+    for _, row in rows.iterrows():
+        for column in columns:
+            images.append(row[column])
+            titles.append(column.replace("_path", "").replace("face", "full"))
+    return image_grid(images, titles, ncols=len(columns))
+
+
+def training_curves(history: pd.DataFrame, n_val: int | None = None, title: str | None = None):
+    """Loss, accuracy and AUC per epoch, train vs val; val accuracy with its binomial 95% band."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, metric in zip(axes, ("loss", "acc", "auc")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            column = f"{split}/{metric}"
+            if column in history:
+                ax.plot(history.epoch, history[column], style, markersize=3, label=split)
+        if metric == "acc" and n_val and "val/acc" in history:
+            acc = history["val/acc"].to_numpy(dtype=float)
+            half = 1.96 * np.sqrt(np.clip(acc * (1 - acc), 1e-4, None) / n_val)
+            ax.fill_between(history.epoch, acc - half, acc + half, alpha=0.2, label=f"val 95% band (n={n_val})")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str = "ROC (test faces)"):
+    """ROC curves: name -> (fpr, tpr, auc)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="chance")
+    ax.set_xlabel("false-positive rate (REAL called FAKE)")
+    ax.set_ylabel("true-positive rate (FAKE caught)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(table: pd.DataFrame, title: str = "Confusion matrix (test faces)"):
+    """A 2x2 confusion table as a heatmap with counts and row shares."""
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    values = table.to_numpy()
+    shares = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(values):
+        ax.text(j, i, f"{count}\n{shares[i, j]:.0%}", ha="center", va="center",
+                color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks([0, 1], table.columns)
+    ax.set_yticks([0, 1], table.index)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def split_sizes(split: pd.DataFrame, title: str | None = "Faces per split and label"):
+    """Stacked REAL/FAKE face counts per split (train, val, test), each bar labelled with its FAKE share."""
+    table = split.groupby(["split", "label"]).size().unstack(fill_value=0)
+    table = table.reindex(index=[s for s in SPLIT_ORDER if s in table.index],
+                          columns=[c for c in LABEL_COLOURS if c in table.columns])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    table.plot.bar(stacked=True, ax=ax, color=[LABEL_COLOURS[c] for c in table.columns], rot=0)
+    for i, (_, row) in enumerate(table.iterrows()):
+        total = row.sum()
+        share = row.get("FAKE", 0) / total if total else 0
+        ax.text(i, total, f"{total} faces\n{share:.0%} FAKE", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, table.sum(axis=1).max() * 1.25 if len(table) else 1)
+    ax.set_ylabel("faces")
+    ax.set_xlabel("")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def nearest_train_distances(split: pd.DataFrame, threshold: int, bits: int = 64):
+    """Histogram of each val/test face's Hamming distance to its nearest train face, with the threshold."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    bins = np.arange(0, bits + 2) - 0.5
+    for name, colour in (("val", "#55A868"), ("test", "#C44E52")):
+        values = split.loc[split.split == name, "nearest_train_distance"].dropna().astype(int)
+        if len(values):
+            ax.hist(values, bins=bins, alpha=0.6, label=f"{name} ({len(values)} faces)", color=colour)
+    ax.axvline(threshold + 0.5, color="k", linestyle="--", linewidth=1, label=f"DUPLICATE_THRESHOLD {threshold}")
+    ax.set_xlabel("bits to the nearest train face (perceptual hash)")
+    ax.set_ylabel("faces")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def duplicate_pairs(examples: Sequence[dict], n: int = 6):
+    """Near-duplicate pairs from the split audit: each val/test face beside its nearest train face."""
+    images, titles = [], []
+    for example in list(examples)[:n]:
+        images += [example["face_path"], example["train_face_path"]]
+        titles += [f"{example['split']} {example['video_id']}",
+                   f"train {example['train_video_id']} ({example['distance']} bits)"]
+    return image_grid(images, titles, ncols=4, title="Near-duplicates across splits" if images else None)
+
+
+def curves_overview(histories: dict[str, pd.DataFrame]):
+    """Accuracy and AUC per epoch for many runs: train dashed, val solid, one colour per run."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    for i, (name, history) in enumerate(histories.items()):
+        colour = f"C{i % 10}"
+        for ax, metric in zip(axes, ("acc", "auc")):
+            if f"val/{metric}" in history:
+                ax.plot(history.epoch, history[f"val/{metric}"], "-", color=colour, label=f"{name} val")
+            if f"train/{metric}" in history:
+                ax.plot(history.epoch, history[f"train/{metric}"], "--", color=colour, alpha=0.6)
+    for ax, metric in zip(axes, ("accuracy", "AUC")):
+        ax.set_title(f"{metric} per epoch (val solid, train dashed)")
+        ax.set_xlabel("epoch")
+    axes[1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagrams(curves: dict[str, dict[str, pd.DataFrame]]):
+    """Reliability diagrams, one panel per run: frac. FAKE vs mean predicted prob, before/after temperature."""
+    n = max(1, len(curves))
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.4), squeeze=False)
+    for ax, (name, pair) in zip(axes[0], curves.items()):
+        ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+        for label, table in pair.items():
+            ax.plot(table.mean_prob, table.frac_fake, "o-", markersize=3, label=label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("predicted P(FAKE)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("observed share FAKE")
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_overlays(images: np.ndarray, heatmaps: np.ndarray, landmarks: np.ndarray | None = None,
+                     title: str | None = None, ncols: int = 8):
+    """Faces with their explanation heatmap on top (and the eyes / lower-face bands when landmarks are given)."""
+    from helpers.faces import region_boxes  # noqa: PLC0415
+    from matplotlib.patches import Rectangle  # noqa: PLC0415
+
+    fig = image_grid(list(images), ncols=ncols, size=1.8, title=title)
+    for i, ax in enumerate(fig.axes[: len(images)]):
+        ax.imshow(heatmaps[i], cmap="jet", alpha=0.45, extent=(-0.5, images.shape[2] - 0.5, images.shape[1] - 0.5, -0.5))
+        if landmarks is not None:
+            for (x0, y0, x1, y1), colour in zip(region_boxes(landmarks[i], images.shape[1]).values(), ("c", "m")):
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1))
+    return fig
+
+
+def crop_study_bars(table: pd.DataFrame, variants: Sequence[str] | None = None,
+                    metrics: Sequence[str] = ("accuracy", "auc"), title: str | None = "Crop study: test faces"):
+    """Grouped bars per model, one per face variant, for accuracy and AUC, with 95% interval error bars.
+
+    Reads a crop_study.crop_study_table's numeric columns (`<metric>_<variant>`, `_lo`, `_hi`); with
+    several seeds the bar is the mean over seeds and the error bar the seeds' mean bootstrap interval.
+    """
+    variants = list(variants or table.attrs.get("variants") or
+                    sorted({c.split("_", 1)[1] for c in table.columns if c.startswith("accuracy_")
+                            and not c.endswith(("_lo", "_hi", "_sd"))}))
+    labels = list(table["Model"]) if "Model" in table else list(table["model"])
+    x = np.arange(len(table))
+    width = 0.8 / max(1, len(variants))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(5.0, 1.4 * len(table) + 2) * len(metrics) / 1.6, 3.6),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, variant in enumerate(variants):
+            column = f"{metric}_{variant}"
+            if column not in table:
+                continue
+            value = table[column].to_numpy(dtype=float)
+            lo = table.get(f"{column}_lo", pd.Series(value)).to_numpy(dtype=float)
+            hi = table.get(f"{column}_hi", pd.Series(value)).to_numpy(dtype=float)
+            errors = np.nan_to_num(np.vstack([value - lo, hi - value]), nan=0.0).clip(min=0)
+            ax.bar(x + (i - (len(variants) - 1) / 2) * width, value, width, yerr=errors, capsize=3,
+                   label=variant, alpha=0.9)
+        ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8)  # chance for AUC; a coin flip for balanced data
+        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel({"auc": "AUC", "accuracy": "accuracy"}.get(metric, metric))
+        ax.set_title({"auc": "AUC", "accuracy": "Accuracy"}.get(metric, metric))
+        ax.legend(fontsize=7, title="variant", title_fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -63,3 +63,20 @@ def worker_count(workers: int) -> int:
     if workers < 0:
         raise ValueError(f"WORKERS must be >= 0 (0 = one per core), got {workers}")
     return workers or cpu_count()
+
+
+def headless() -> bool:
+    """True inside a run of helpers.pipeline (papermill): no one watches a live progress bar there."""
+    return bool(os.environ.get("HELPERS_HEADLESS"))
+
+
+def progress(*args, **kwargs):
+    """tqdm: a widget in Jupyter, a terminal bar elsewhere, and a sparse text log in headless runs."""
+    if headless():
+        from tqdm import tqdm  # noqa: PLC0415
+
+        kwargs.setdefault("mininterval", 30.0)  # a line every 30 s keeps the executed notebook small
+        return tqdm(*args, **kwargs)
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    return tqdm(*args, **kwargs)

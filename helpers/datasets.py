@@ -1,0 +1,273 @@
+"""Face datasets over split.csv: any face variant, deepfake-aware augmentation, a decode-once cache.
+
+Decoding JPEGs is the slow part of a training epoch on small crops. `build_cache` decodes every crop
+once, fits it to a square of `image_size`, and stores the lot as one uint8 array on disk that epochs
+read through a memory map, so the CPU spends its time on augmentation and the model.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+import pytorch_lightning as pl
+
+VARIANT_COLUMNS = {"full": "face_path", "eyes": "eyes_path", "lower": "lower_path", "eyes_lower": "eyes_lower_path"}
+# ImageNet statistics: what pretrained torchvision models expect, and harmless for models from scratch.
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+DEFAULT_AUGMENT = {
+    "flip": 0.5,          # probability of a horizontal flip
+    "jitter": 0.2,        # max relative change of brightness, contrast and saturation
+    "jpeg": 0.3,          # probability of re-compressing as JPEG ...
+    "jpeg_quality": (50, 95),  # ... at a quality drawn from this range (DFDC videos are compressed)
+    "blur": 0.1,          # probability of a light Gaussian blur
+    "erase": 0.25,        # probability of erasing a random rectangle (cutout)
+}
+
+
+def variant_column(variant: str) -> str:
+    """The split.csv column holding the crops of a face variant."""
+    if variant not in VARIANT_COLUMNS:
+        raise ValueError(f"unknown face variant {variant!r}; choose from {sorted(VARIANT_COLUMNS)}")
+    return VARIANT_COLUMNS[variant]
+
+
+def fit_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size keeping the aspect ratio, padding with black (band crops are wide)."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    if new_w == new_h == size:
+        return resized
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    y0, x0 = (size - new_h) // 2, (size - new_w) // 2
+    out[y0:y0 + new_h, x0:x0 + new_w] = resized
+    return out
+
+
+def load_crop(path: str, size: int) -> np.ndarray:
+    """A crop file as RGB uint8, fitted to size x size; ValueError naming the file if unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: cannot be read as an image (missing or corrupt); re-run notebook 02 or drop the row")
+    return fit_square(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), size)
+
+
+def cache_path(paths: list[str], size: int, cache_dir: str | Path) -> Path:
+    """Where the cache of these crops at this size lives (the name changes when either changes)."""
+    digest = hashlib.sha1(("\n".join(paths) + f"\n{size}").encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"crops_{size}px_{len(paths)}_{digest}.npy"
+
+
+def build_cache(paths: list[str], size: int, cache_dir: str | Path, threads: int = 4) -> Path:
+    """Decode every crop once into a uint8 (N, size, size, 3) .npy file; reuse it when it exists."""
+    target = cache_path(paths, size, cache_dir)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One partial file per process: DDP ranks (or two notebooks) building the same cache at once must
+    # not truncate each other's file; each finishes its own and the atomic rename makes either the winner.
+    partial = target.with_suffix(f".{os.getpid()}.partial.npy")
+    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+
+    def fill(i: int) -> None:
+        array[i] = load_crop(paths[i], size)
+
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:  # cv2 releases the GIL while decoding
+            list(pool.map(fill, range(len(paths))))
+        array.flush()
+        del array
+        partial.replace(target)  # only a complete cache ever carries the final name
+    except BaseException:
+        partial.unlink(missing_ok=True)  # an unreadable crop must not leave a cache-sized file behind
+        raise
+    return target
+
+
+class Augment:
+    """Deepfake-minded augmentation on RGB uint8 arrays; `config` keys as in DEFAULT_AUGMENT."""
+
+    def __init__(self, config: dict | None = None, seed: int | None = None):
+        self.config = {**DEFAULT_AUGMENT, **(config or {})}
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        c, rng = self.config, self.rng
+        image = image.copy()
+        if rng.random() < c["flip"]:
+            image = image[:, ::-1]
+        if c["jitter"]:
+            j = c["jitter"]
+            brightness, contrast, saturation = rng.uniform(1 - j, 1 + j, size=3)
+            x = image.astype(np.float32)
+            grey = x.mean(axis=2, keepdims=True)
+            x = grey + (x - grey) * saturation
+            x = (x - x.mean()) * contrast + x.mean()
+            image = np.clip(x * brightness, 0, 255).astype(np.uint8)
+        if rng.random() < c["jpeg"]:
+            quality = int(rng.integers(c["jpeg_quality"][0], c["jpeg_quality"][1] + 1))
+            ok, buffer = cv2.imencode(".jpg", np.ascontiguousarray(image), [cv2.IMWRITE_JPEG_QUALITY, quality])
+            image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        if rng.random() < c["blur"]:
+            image = cv2.GaussianBlur(np.ascontiguousarray(image), (3, 3), float(rng.uniform(0.3, 1.2)))
+        if rng.random() < c["erase"]:
+            h, w = image.shape[:2]
+            eh, ew = int(h * rng.uniform(0.1, 0.4)), int(w * rng.uniform(0.1, 0.4))
+            y, x = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
+            image[y:y + eh, x:x + ew] = rng.integers(0, 256, size=3, dtype=np.uint8)
+        return np.ascontiguousarray(image)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 HWC -> normalised float CHW."""
+    x = (image.astype(np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
+def labels_of(frame: pd.DataFrame) -> np.ndarray:
+    """1 for FAKE, 0 for REAL."""
+    labels = frame["label"].astype(str).str.upper()
+    bad = sorted(set(labels) - {"REAL", "FAKE"})
+    if bad:
+        raise ValueError(f"labels must be REAL or FAKE, found {bad}")
+    return (labels == "FAKE").to_numpy(dtype=np.int64)
+
+
+class FaceDataset(Dataset):
+    """Face crops of one variant with their labels; reads from a cache file when given one."""
+
+    def __init__(self, frame: pd.DataFrame, variant: str = "full", image_size: int = 128,
+                 augment: Augment | None = None, cache_file: str | Path | None = None):
+        self.frame = frame.reset_index(drop=True)
+        self.paths = [str(p) for p in self.frame[variant_column(variant)]]
+        self.labels = labels_of(self.frame)
+        self.image_size = int(image_size)
+        self.augment = augment
+        self.cache_file = str(cache_file) if cache_file else None
+        self._cache = None  # opened lazily, so each DataLoader worker maps the file itself
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> np.ndarray:
+        if self.cache_file is not None:
+            if self._cache is None:
+                self._cache = np.load(self.cache_file, mmap_mode="r")
+            return np.asarray(self._cache[index])
+        return load_crop(self.paths[index], self.image_size)
+
+    def __getitem__(self, index: int):
+        image = self.image(index)
+        if self.augment is not None:
+            image = self.augment(image)
+        return to_tensor(image), torch.tensor(float(self.labels[index])), index
+
+
+def _seed_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset
+    if getattr(dataset, "augment", None) is not None:
+        dataset.augment.rng = np.random.default_rng(info.seed % 2**32)
+
+
+def read_split(split_csv: str | Path) -> pd.DataFrame:
+    """split.csv as written by notebook 03."""
+    path = Path(split_csv)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run notebook 03 (split) first")
+    frame = pd.read_csv(path, dtype={"video_id": str, "original": str, "group": str})
+    missing = {"split", "label", "face_path", "video_id"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}: is it a split.csv from notebook 03?")
+    return frame
+
+
+class FaceDataModule(pl.LightningDataModule):
+    """train / val / test loaders over split.csv for one face variant.
+
+    imbalance: "pos_weight" (the loss weighs the rarer class up; see `pos_weight`), "sampler" (draw
+    training faces with inverse class frequency, or with split.csv's `weight` column when present) or
+    "none". cache_dir: where decoded crops are cached ("" decodes JPEGs every epoch, the slow path).
+    """
+
+    def __init__(self, split_csv: str | Path, variant: str = "full", image_size: int = 128, batch_size: int = 32,
+                 num_workers: int = 0, augment: bool | dict = True, imbalance: str = "pos_weight",
+                 cache_dir: str | Path | None = "data/processed/cache", seed: int = 0):
+        super().__init__()
+        if imbalance not in ("pos_weight", "sampler", "none"):
+            raise ValueError(f"imbalance must be 'pos_weight', 'sampler' or 'none', got {imbalance!r}")
+        variant_column(variant)
+        self.split_csv, self.variant, self.image_size = split_csv, variant, int(image_size)
+        self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
+        self.augment = DEFAULT_AUGMENT if augment is True else (augment or None)
+        self.imbalance, self.cache_dir = imbalance, cache_dir
+        self.frames: dict[str, pd.DataFrame] = {}
+        self.datasets: dict[str, FaceDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        split = read_split(self.split_csv)
+        column = variant_column(self.variant)
+        if column not in split.columns or split[column].isna().all():
+            raise ValueError(f"{self.split_csv} has no {column} crops: add {self.variant!r} to REGIONS in notebook 02")
+        for name in ("train", "val", "test"):
+            part = split[split.split == name].reset_index(drop=True)
+            if len(part) == 0:
+                raise ValueError(f"{self.split_csv} has no {name} rows: check the fractions in notebook 03")
+            self.frames[name] = part
+            cache = None
+            if self.cache_dir:
+                cache = build_cache([str(p) for p in part[column]], self.image_size, self.cache_dir)
+            augment = Augment(self.augment, seed=self.seed) if (name == "train" and self.augment) else None
+            self.datasets[name] = FaceDataset(part, self.variant, self.image_size, augment, cache)
+
+    @property
+    def pos_weight(self) -> float:
+        """n_real / n_fake in the training split: the BCE weight that balances the classes."""
+        labels = self.datasets["train"].labels
+        return float((labels == 0).sum() / max((labels == 1).sum(), 1))
+
+    def sample_weights(self) -> np.ndarray:
+        frame, labels = self.frames["train"], self.datasets["train"].labels
+        if "weight" in frame.columns and frame["weight"].nunique() > 1:
+            return frame["weight"].to_numpy(dtype=np.float64, copy=True)  # pandas 3 hands out read-only views
+        counts = np.bincount(labels, minlength=2).astype(np.float64)
+        return (1.0 / np.maximum(counts, 1))[labels]
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        sampler = None
+        if name == "train" and self.imbalance == "sampler":
+            generator = torch.Generator().manual_seed(self.seed)
+            weights = torch.as_tensor(self.sample_weights())
+            sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
+            shuffle = False
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.datasets[name], batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available(), worker_init_fn=_seed_worker, generator=generator,
+                          drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def describe(self) -> dict:
+        """Sizes and class counts per split, for config.json."""
+        return {name: {"faces": len(ds), "fake": int(ds.labels.sum()), "real": int((ds.labels == 0).sum())}
+                for name, ds in self.datasets.items()}

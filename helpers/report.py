@@ -1,0 +1,143 @@
+"""Render the executed notebooks of a profile into report/report.html and report/report.pdf.
+
+The reader never sees code: inputs are hidden, figures are embedded, and a table of contents is built
+from the notebooks' headings. Everything is offline (our own stylesheet, no scripts from a CDN); the
+PDF comes from WeasyPrint, which needs neither LaTeX nor a browser.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+from helpers.notebook import project_root
+from helpers.pipeline import list_notebooks
+
+STYLE = """
+body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; max-width: 60em; margin: 2em auto;
+       padding: 0 1.5em; color: #222; line-height: 1.45; font-size: 11pt; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; margin-top: 2em; }
+h1, h2, h3 { page-break-after: avoid; }
+img { max-width: 100%; height: auto; page-break-inside: avoid; }
+table { border-collapse: collapse; font-size: 9pt; margin: .6em 0; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #f0f0f0; }
+pre { background: #f7f7f7; padding: .5em; white-space: pre-wrap; font-size: 8.5pt; }
+nav.toc { background: #fafafa; border: 1px solid #ddd; padding: .5em 1.5em; }
+nav.toc ul { list-style: none; padding-left: 1em; margin: .2em 0; }
+.meta { color: #666; font-size: 9pt; }
+.stderr, .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] { display: none; }
+@page { size: A4; margin: 1.6cm; }
+"""
+
+HEADING = re.compile(r"<h([12])([^>]*)>(.*?)</h\1>", re.S)
+
+
+def executed_notebooks(profile: str, root: Path) -> list[Path]:
+    """The executed copies of the profile's notebooks, in study order."""
+    build = root / "build" / profile
+    order = {p.stem: i for i, p in enumerate(list_notebooks(root))}
+    found = [p for p in build.glob("*.ipynb") if p.stem.split("-")[0] in order]
+    if not found:
+        raise FileNotFoundError(f"no executed notebooks in {build}: run `python -m helpers.pipeline --profile {profile}` first")
+    return sorted(found, key=lambda p: (order[p.stem.split("-")[0]], p.stem))
+
+
+def notebook_body(path: Path) -> str:
+    """One executed notebook as HTML without inputs, prompts or stderr."""
+    from nbconvert import HTMLExporter  # noqa: PLC0415 - slow import
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+        if "parameters" in cell.get("metadata", {}).get("tags", []) or "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell.outputs = []
+    exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb)
+    return body
+
+
+def add_toc(body: str) -> tuple[str, str]:
+    """Give every h1/h2 an anchor and return (body, table of contents)."""
+    items = []
+
+    def anchor(match: re.Match) -> str:
+        level, attrs, text = match.groups()
+        slug = f"s{len(items)}"
+        plain = re.sub(r"<[^>]+>", "", text).replace("¶", "").strip()
+        items.append((int(level), slug, plain))
+        return f'<h{level} id="{slug}">{text}</h{level}>'
+
+    body = HEADING.sub(anchor, body)
+    lines = ["<nav class='toc'><strong>Contents</strong><ul>"]
+    for level, slug, text in items:
+        indent = "" if level == 1 else " style='padding-left:1.2em'"
+        lines.append(f"<li{indent}><a href='#{slug}'>{html.escape(text)}</a></li>")
+    lines.append("</ul></nav>")
+    return body, "\n".join(lines)
+
+
+def report_dir(profile: str, root: Path) -> Path:
+    """report/ for the demo profile, report/<profile>/ for the others (so a DFDC report never mixes with it)."""
+    return root / "report" if profile == "demo" else root / "report" / profile
+
+
+def render_report(profile: str = "demo", out_dir: Path | None = None, root: Path | None = None,
+                  pdf: bool = True) -> dict[str, Path]:
+    """Write report.html (and report.pdf) from the profile's executed notebooks; returns their paths."""
+    root = root or project_root()
+    out_dir = Path(out_dir or report_dir(profile, root))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = executed_notebooks(profile, root)
+    # The reader starts with the results (07); the steps that made them follow as an appendix.
+    results = [p for p in notebooks if p.stem.startswith("07")]
+    steps = [p for p in notebooks if not p.stem.startswith("07")]
+    parts = [notebook_body(p) for p in results]
+    if steps:
+        parts.append("<h1>Appendix: how the numbers were made</h1><p>Each step of the study as it ran, "
+                     "notebook by notebook: what it did, its parameters' effects, and what it produced.</p>")
+        parts += [notebook_body(p) for p in steps]
+    body, toc = add_toc("\n<hr/>\n".join(parts))
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Deepfake detection study ({profile})</title>"
+            f"<style>{STYLE}</style></head><body>"
+            f"<p class='meta'>Rendered {time.strftime('%Y-%m-%d %H:%M')} from the executed notebooks of the "
+            f"<code>{profile}</code> profile (build/{profile}/).</p>{toc}{body}</body></html>")
+    paths = {"html": out_dir / "report.html"}
+    paths["html"].write_text(page, encoding="utf-8")
+    if pdf:
+        from weasyprint import HTML  # noqa: PLC0415 - slow import
+
+        paths["pdf"] = out_dir / "report.pdf"
+        HTML(string=page, base_url=str(out_dir)).write_pdf(paths["pdf"])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.report", description="Render report/ from executed notebooks.")
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--out", type=Path, help="output folder (default: report/)")
+    parser.add_argument("--no-pdf", action="store_true", help="write the HTML only")
+    args = parser.parse_args(argv)
+    try:
+        paths = render_report(args.profile, args.out, pdf=not args.no_pdf)
+    except FileNotFoundError as err:
+        print(f"report: {err}", file=sys.stderr)
+        return 1
+    for kind, path in paths.items():
+        print(f"{kind.upper():4s} {path}")
+    headline = report_dir(args.profile, project_root()) / "tables" / "headline.json"
+    if headline.exists():
+        print("\n" + json.loads(headline.read_text())["text"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

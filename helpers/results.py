@@ -1,0 +1,298 @@
+"""Reading training runs back: run folders, metric tables with intervals, confusion matrices."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import metrics as M
+
+TABLE_METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "auc": "AUC",
+                 "log_loss": "log loss", "eer": "EER"}
+
+
+@dataclass
+class Run:
+    """A finished training run folder (see helpers.training)."""
+
+    path: Path
+    config: dict
+    history: pd.DataFrame
+    predictions: pd.DataFrame
+    metrics: dict
+
+    @property
+    def name(self) -> str:
+        return self.config.get("run_name", self.path.name)
+
+    @property
+    def test(self) -> pd.DataFrame:
+        return self.predictions[self.predictions.split == "test"]
+
+
+def load_run(path: str | Path) -> Run:
+    """Read config.json, history.csv, predictions.csv and metrics.json of a run folder."""
+    path = Path(path)
+    missing = [n for n in ("config.json", "history.csv", "predictions.csv", "metrics.json") if not (path / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a finished run: {', '.join(missing)} missing (train it, or RESUME it)")
+    return Run(path, json.loads((path / "config.json").read_text()), pd.read_csv(path / "history.csv"),
+               pd.read_csv(path / "predictions.csv", dtype={"video_id": str}), json.loads((path / "metrics.json").read_text()))
+
+
+def find_runs(runs_dir: str | Path) -> list[Run]:
+    """Every finished run under `runs_dir` (folders holding a metrics.json), sorted by name."""
+    return [load_run(p.parent) for p in sorted(Path(runs_dir).rglob("metrics.json"))]
+
+
+def fmt_interval(cell: dict | None, digits: int = 3) -> str:
+    """{"value", "lo", "hi"} -> "0.812 [0.781, 0.840]"."""
+    if not cell or cell.get("value") is None:
+        return "n/a"
+    if cell.get("lo") is None:
+        return f"{cell['value']:.{digits}f}"
+    return f"{cell['value']:.{digits}f} [{cell['lo']:.{digits}f}, {cell['hi']:.{digits}f}]"
+
+
+def metrics_table(metrics: dict, level: str = "frame") -> pd.DataFrame:
+    """One run's test metrics at `level` (frame or video) with 95% intervals, beside the majority baseline."""
+    model = metrics[level]
+    baseline = metrics["baseline"][level]
+    rows = []
+    for key, label in TABLE_METRICS.items():
+        base = baseline.get(key)
+        rows.append({"metric": label, "model [95% CI]": fmt_interval(model.get(key)),
+                     "majority-class baseline": "n/a" if base is None or (isinstance(base, float) and np.isnan(base)) else f"{base:.3f}"})
+    table = pd.DataFrame(rows).set_index("metric")
+    table.attrs["n"] = model.get("n", {}).get("value")
+    return table
+
+
+def confusion(predictions: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """2x2 counts: rows = true label, columns = predicted label (FAKE when prob_fake > threshold)."""
+    truth = M.labels_to_int(predictions["label"])
+    called = (predictions["prob_fake"].to_numpy() > threshold).astype(int)
+    table = pd.DataFrame(0, index=["REAL", "FAKE"], columns=["REAL", "FAKE"])
+    for t, c in zip(truth, called):
+        table.iloc[t, c] += 1
+    table.index.name, table.columns.name = "true", "predicted"
+    return table
+
+
+def accuracy_noise(history: pd.DataFrame, n_val: int, column: str = "val/acc") -> float:
+    """Mean epoch-to-epoch change of val accuracy divided by its binomial standard error.
+
+    Around 1 or below, the curve's wiggles are what a validation set of `n_val` faces gives by chance;
+    well above 1, training itself is unstable (learning rate, batch size).
+    """
+    acc = history[column].dropna().to_numpy()
+    if len(acc) < 2 or n_val <= 0:
+        return float("nan")
+    p = float(np.clip(acc.mean(), 1e-3, 1 - 1e-3))
+    return float(np.abs(np.diff(acc)).mean() / np.sqrt(2 * p * (1 - p) / n_val))
+
+
+def roc_curve(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
+    """(fpr, tpr, auc) of a set of predictions, for plots.roc_curves."""
+    y = M.labels_to_int(predictions["label"])
+    fpr, tpr, _ = M.roc_points(y, predictions["prob_fake"])
+    return fpr, tpr, float(M.binary_metrics(y, predictions["prob_fake"])["auc"])
+
+
+def sanity_warnings(metrics: dict, level: str = "frame") -> list[str]:
+    """Plain-language warnings for results that point at a bug rather than a weak model."""
+    model, baseline = metrics[level], metrics["baseline"][level]
+    notes = []
+    auc = model.get("auc") or {}
+    if auc.get("hi") is not None and auc["hi"] < 0.5:
+        notes.append(f"AUC {fmt_interval(auc)} is below 0.5 with confidence: the scores rank REAL above FAKE. "
+                     "Look for flipped labels (class index order of an ImageFolder, say) before anything else.")
+    acc = model.get("accuracy") or {}
+    base = baseline.get("accuracy")
+    if acc.get("hi") is not None and base is not None and acc["hi"] < base:
+        notes.append(f"accuracy {fmt_interval(acc)} is below the majority-class baseline {base:.3f}: "
+                     "always answering the commoner class would do better.")
+    if not notes:
+        notes.append("no sign of a bug: AUC is not below chance and accuracy is not below the majority baseline "
+                     "with confidence.")
+    return notes
+
+
+# --- The results notebook (07) ---------------------------------------------------------------------
+
+# What the two course studies reported (accuracy, image-level split of 9,403 DFDC faces).
+ORIGINAL_STUDIES = [
+    {"model": "vit", "study": "ViT from scratch", "val_accuracy": 0.87, "test_accuracy": 0.81},
+    {"model": "resnet101", "study": "ResNet101, ImageNet-pretrained", "val_accuracy": 0.88, "test_accuracy": 0.76},
+    {"model": "resnet50", "study": "ResNet50, ImageNet-pretrained", "val_accuracy": None, "test_accuracy": 0.34},
+]
+
+
+def leaderboard(runs: list[Run], level: str = "frame") -> pd.DataFrame:
+    """One row per run plus the majority-class baseline: test metrics with 95% intervals, best AUC first."""
+    rows = []
+    for run in runs:
+        m = run.metrics[level]
+        rows.append({"run": run.name, "model": run.config.get("model"), "variant": run.config.get("variant"),
+                     **{label: fmt_interval(m.get(key)) for key, label in TABLE_METRICS.items()},
+                     "n": (m.get("n") or {}).get("value"), "_auc": (m.get("auc") or {}).get("value") or float("nan")})
+    table = pd.DataFrame(rows).sort_values("_auc", ascending=False, na_position="last")
+    if runs:
+        base = runs[0].metrics["baseline"][level]
+        table = pd.concat([table, pd.DataFrame([{
+            "run": "majority-class baseline", "model": "-", "variant": "-",
+            **{label: "n/a" if base.get(key) is None else f"{base[key]:.3f}" for key, label in TABLE_METRICS.items()},
+            "n": base.get("n"), "_auc": base.get("auc")}])], ignore_index=True)
+    return table.drop(columns="_auc").reset_index(drop=True)
+
+
+def best_run(runs: list[Run], level: str = "frame") -> Run:
+    """The run with the highest test AUC."""
+    if not runs:
+        raise ValueError("no finished runs: train with notebooks 04-06 first")
+    return max(runs, key=lambda r: (r.metrics[level].get("auc") or {}).get("value") or -1.0)
+
+
+def val_accuracy_at_best(run: Run) -> float | None:
+    """Validation accuracy at the epoch the checkpoint was kept from."""
+    epoch = run.metrics.get("best_epoch")
+    rows = run.history[run.history.epoch == epoch] if epoch is not None else run.history.iloc[0:0]
+    return float(rows["val/acc"].iloc[0]) if len(rows) and "val/acc" in rows else None
+
+
+def compare_with_original(runs: list[Run]) -> pd.DataFrame:
+    """The original studies' accuracies beside ours (best full-face run of the same model)."""
+    rows = []
+    for ref in ORIGINAL_STUDIES:
+        mine = [r for r in runs if r.config.get("model") == ref["model"] and r.config.get("variant") == "full"]
+        ours = best_run(mine) if mine else None
+        m = ours.metrics["frame"] if ours else {}
+        rows.append({
+            "model": ref["study"],
+            "original val acc.": _pct(ref["val_accuracy"]), "original test acc.": _pct(ref["test_accuracy"]),
+            "our val acc.": _pct(val_accuracy_at_best(ours)) if ours else "not run",
+            "our test acc. [95% CI]": fmt_interval(m.get("accuracy")) if ours else "not run",
+            "our test balanced acc.": fmt_interval(m.get("balanced_accuracy")) if ours else "not run",
+            "our test AUC": fmt_interval(m.get("auc")) if ours else "not run",
+            "majority baseline acc.": f"{ours.metrics['baseline']['frame']['accuracy']:.3f}" if ours else "",
+        })
+    return pd.DataFrame(rows).set_index("model")
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def calibration_table(runs: list[Run], n_bins: int = 15) -> pd.DataFrame:
+    """Per run: the temperature fitted on validation logits and test ECE / log loss before and after."""
+    rows = []
+    for run in runs:
+        val, test = run.predictions[run.predictions.split == "val"], run.test
+        if "logit" not in run.predictions or len(val) == 0 or len(test) == 0:
+            continue
+        summary = M.calibration_summary(val.logit, M.labels_to_int(val.label), test.logit, test.label, n_bins)
+        rows.append({"run": run.name, **{k: round(v, 4) for k, v in summary.items()}})
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def right_and_wrong(run: Run, n: int = 6, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test faces the run gets right (most confident first) and wrong (most confidently wrong first)."""
+    test = run.test.assign(y=M.labels_to_int(run.test.label))
+    test = test.assign(correct=(test.prob_fake > 0.5).astype(int) == test.y,
+                       confidence=np.abs(test.prob_fake - 0.5))
+    right = test[test.correct].sort_values("confidence", ascending=False).head(n)
+    wrong = test[~test.correct].sort_values("confidence", ascending=False).head(n)
+    return right, wrong
+
+
+def save_table(table: pd.DataFrame, folder: str | Path, name: str) -> dict[str, Path]:
+    """Write a table as `name.csv` and `name.md` (for the report and for reading on GitHub)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": folder / f"{name}.csv", "md": folder / f"{name}.md"}
+    table.to_csv(paths["csv"])
+    paths["md"].write_text(table.to_markdown() + "\n", encoding="utf-8")
+    return paths
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table written by save_table (an empty frame with a note when it does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame({"note": [f"{path} does not exist: run notebook 06 (crop study) first"]})
+    return pd.read_csv(path, index_col=0)
+
+
+def reliability_curves(runs: list[Run], n_bins: int = 10) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per run: the test reliability curve before and after temperature scaling fitted on validation."""
+    curves = {}
+    for run in runs:
+        val, test = run.predictions[run.predictions.split == "val"], run.test
+        if "logit" not in run.predictions or len(val) == 0 or len(test) == 0:
+            continue
+        temperature = M.fit_temperature(val.logit, M.labels_to_int(val.label))
+        y = M.labels_to_int(test.label)
+        curves[run.name] = {
+            "raw": M.reliability_curve(y, M.apply_temperature(test.logit, 1.0), n_bins),
+            f"T={temperature:.2f}": M.reliability_curve(y, M.apply_temperature(test.logit, temperature), n_bins),
+        }
+    return curves
+
+
+def explainable_runs(runs: list[Run]) -> list[Run]:
+    """The best full-face run of each model: the ones whose heatmaps the report shows."""
+    by_model: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.config.get("variant") == "full":
+            by_model.setdefault(run.config.get("model"), []).append(run)
+    return [best_run(group) for _, group in sorted(by_model.items())]
+
+
+def band_mass_table(runs: list[Run], faces: pd.DataFrame, n: int = 64, seed: int = 0) -> pd.DataFrame:
+    """Per run: the mean share of heatmap mass in the eyes and lower-face bands, and the bands' area shares."""
+    from helpers import explain  # noqa: PLC0415 - pulls in torch models
+
+    rows = []
+    for run in runs:
+        _, heatmaps, points = explain.explain_faces(run.path, faces, n=n, seed=seed)
+        summary = explain.band_mass_summary(heatmaps, points)
+        rows.append({"run": run.name, "method": "attention rollout" if run.config.get("model") == "vit" else "Grad-CAM",
+                     **{k: round(v, 3) for k, v in summary.items()}, "faces": len(heatmaps)})
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
+    """The study's headline numbers and a paragraph that says them, computed from the runs."""
+    best = best_run(runs)
+    frame, video = best.metrics["frame"], best.metrics["video"]
+    base = best.metrics["baseline"]["frame"]
+    text = [
+        f"{len(runs)} runs were trained and tested on identity-disjoint test faces "
+        f"(n = {frame['n']['value']} faces from {video['n']['value']} videos).",
+        f"The best is {best.name}: test AUC {fmt_interval(frame['auc'])} per face and "
+        f"{fmt_interval(video['auc'])} per video, balanced accuracy {fmt_interval(frame['balanced_accuracy'])}, "
+        f"log loss {fmt_interval(frame['log_loss'])}.",
+        f"Always answering the commoner class would score accuracy {base['accuracy']:.3f} "
+        f"(balanced accuracy 0.5, AUC 0.5); the best run's accuracy is {fmt_interval(frame['accuracy'])}.",
+    ]
+    below = [r.name for r in runs if (r.metrics["frame"].get("auc") or {}).get("lo") is not None
+             and r.metrics["frame"]["auc"]["lo"] <= 0.5]
+    if below:
+        text.append(f"{len(below)} of {len(runs)} runs are not distinguishable from chance (AUC interval includes 0.5): "
+                    + ", ".join(below) + ".")
+    if crop_table is not None and "verdict" in crop_table.columns:
+        verdicts = "; ".join(f"{model}: {verdict}" for model, verdict in crop_table["verdict"].items())
+        text.append(f"Crop study (full face vs eyes + lower face, McNemar on the same test faces): {verdicts}.")
+    return {"best_run": best.name, "frame": frame, "video": video, "baseline": base, "text": " ".join(text)}
+
+
+def save_headline(headline_: dict, folder: str | Path) -> Path:
+    """headline.json, which `make report` prints at the end."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "headline.json"
+    path.write_text(json.dumps(M.to_jsonable(headline_), indent=2))
+    return path

@@ -1,0 +1,427 @@
+"""Training and evaluation: a LightningModule for every model, and `fit_and_test`, which leaves a run folder.
+
+A run folder holds everything the results notebook reads:
+    config.json       the full configuration (and the dataset sizes)
+    history.csv       per epoch: train and val loss / accuracy / AUC (and more for val)
+    predictions.csv   per face of val and test: face_path, video_id, label, prob_fake, logit, split
+    metrics.json      test metrics at frame and video level with 95% bootstrap intervals, plus the
+                      majority-class baseline (helpers.metrics.evaluate)
+    model.pt          the best weights as a plain state dict (loads with torch.load(weights_only=True))
+    checkpoints/      Lightning checkpoints: best (by val/auc) and last (for RESUME)
+
+From a shell, which is how multi-GPU and multi-node runs go (DDP cannot run inside a notebook kernel):
+    python -m helpers.training --config run.yaml [--set epochs=3 devices=4]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+import yaml
+from torch import nn
+
+from helpers import metrics as M
+from helpers.datasets import FaceDataModule
+from helpers.models import build_model
+from helpers.runtime import cpu_count, headless
+
+DEFAULTS: dict = {
+    "split_csv": "data/interim/03_split/split.csv",
+    "out_dir": "data/processed/runs",
+    "run_name": "",              # default: <model>-<variant>-s<seed>
+    "model": "vit",
+    "model_kwargs": {},          # e.g. {"size": "tiny", "depth": 6, "patch_size": 8} for the ViT
+    "variant": "full",           # full | eyes | lower | eyes_lower
+    "image_size": 128,
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 3e-4,
+    "weight_decay": 0.05,
+    "optimizer": "adamw",        # adamw | adam
+    "warmup_epochs": 1.0,
+    "grad_clip": 1.0,            # 0 disables gradient clipping
+    "pretrained": False,
+    "augment": True,
+    "imbalance": "pos_weight",   # pos_weight | sampler | none
+    "accelerator": "auto",       # auto | cpu | gpu
+    "devices": 1,
+    "num_nodes": 1,
+    "strategy": "auto",          # auto picks ddp when devices * num_nodes > 1
+    "precision": "auto",         # auto: bf16-mixed (or 16-mixed) on GPU, 32-true on CPU
+    "seed": 0,
+    "early_stopping": 0,         # patience in epochs on val/auc, 0 = off
+    "resume": False,
+    "num_workers": 0,
+    "cache_dir": "data/processed/cache",  # "" decodes JPEGs every epoch
+    "limit_train_batches": 1.0,
+    "n_boot": 1000,
+    "threads": 0,                # CPU threads for torch, 0 = every core
+}
+
+
+def make_config(**overrides) -> dict:
+    """DEFAULTS updated with `overrides`; unknown keys are refused."""
+    unknown = sorted(set(overrides) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+    config = {**DEFAULTS, **overrides}
+    if not config["run_name"]:
+        config["run_name"] = f"{config['model']}-{config['variant']}-s{config['seed']}"
+    return config
+
+
+def vit_kwargs(size: str = "tiny", patch_size: int = 0, depth: int = 0, heads: int = 0, dim: int = 0) -> dict:
+    """ViT shape settings for build_model: a size preset, with any non-zero value overriding it."""
+    overrides = {"patch_size": patch_size, "depth": depth, "heads": heads, "dim": dim}
+    return {"size": size, **{k: int(v) for k, v in overrides.items() if v}}
+
+
+def run_dir_of(config: dict) -> Path:
+    return Path(config["out_dir"]) / config["run_name"]
+
+
+class EqualErrorRate(torchmetrics.Metric):
+    """EER from the ROC curve (where false-positive and false-negative rates meet)."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.roc = torchmetrics.classification.BinaryROC()
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        self.roc.update(probs, target.long())
+
+    def compute(self) -> torch.Tensor:
+        fpr, tpr, _ = self.roc.compute()
+        fnr = 1 - tpr
+        diff = fpr - fnr
+        i = int(torch.nonzero(diff >= 0)[0]) if bool((diff >= 0).any()) else len(diff) - 1
+        if i == 0:
+            return (fpr[0] + fnr[0]) / 2
+        # interpolate between the last point with fpr < fnr and the first with fpr >= fnr
+        d0, d1 = diff[i - 1], diff[i]
+        t = d0 / (d0 - d1) if d0 != d1 else torch.tensor(0.0)
+        return fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
+
+    def reset(self) -> None:
+        super().reset()
+        self.roc.reset()
+
+
+def detection_metrics(prefix: str) -> torchmetrics.MetricCollection:
+    """accuracy, balanced accuracy, AUC, log loss and EER, logged as `<prefix>/acc`, ..."""
+    return torchmetrics.MetricCollection({
+        "acc": torchmetrics.classification.BinaryAccuracy(),
+        "bal_acc": torchmetrics.classification.MulticlassAccuracy(num_classes=2, average="macro"),
+        "auc": torchmetrics.classification.BinaryAUROC(),
+        "eer": EqualErrorRate(),
+    }, prefix=f"{prefix}/")
+
+
+class DetectorModule(pl.LightningModule):
+    """A binary FAKE/REAL detector: BCE with logits, AdamW/Adam, warm-up then cosine decay."""
+
+    def __init__(self, model: str = "vit", image_size: int = 128, model_kwargs: dict | None = None,
+                 pretrained: bool = False, lr: float = 3e-4, weight_decay: float = 0.05, optimizer: str = "adamw",
+                 warmup_epochs: float = 1.0, pos_weight: float = 1.0):
+        super().__init__()
+        if optimizer not in ("adamw", "adam"):
+            raise ValueError(f"optimizer must be 'adamw' or 'adam', got {optimizer!r}")
+        self.save_hyperparameters()
+        self.model = build_model(model, image_size=image_size, pretrained=pretrained, **(model_kwargs or {}))
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
+        self.train_metrics = detection_metrics("train")
+        self.val_metrics = detection_metrics("val")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).reshape(-1)
+
+    def _step(self, batch, collection: torchmetrics.MetricCollection, prefix: str):
+        images, labels, _ = batch
+        logits = self(images).float()
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.pos_weight)
+        probs = torch.sigmoid(logits.detach())
+        collection["acc"].update(probs, labels.long())
+        collection["bal_acc"].update(torch.stack([1 - probs, probs], dim=1), labels.long())
+        collection["auc"].update(probs, labels.long())
+        collection["eer"].update(probs, labels)
+        # log loss without the class weight: the metric DFDC was scored on
+        log_loss = nn.functional.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), labels)
+        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.log(f"{prefix}/log_loss", log_loss, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, self.train_metrics, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, self.val_metrics, "val")
+
+    def _log_epoch(self, collection: torchmetrics.MetricCollection) -> None:
+        # AUC and EER are undefined on a batch with one class; compute over the epoch, then reset.
+        values = collection.compute()
+        self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=True)
+        collection.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch(self.train_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(self.val_metrics)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            # norms, biases and embeddings are not weight-decayed (the usual ViT recipe)
+            (no_decay if param.ndim <= 1 or "pos_embed" in name or "cls_token" in name else decay).append(param)
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = (torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam)(groups, lr=hp.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = min(total - 1, int(round(hp.warmup_epochs * total / epochs))) if total > 1 else 0
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """'auto' -> bf16-mixed on GPUs that have it, 16-mixed on older GPUs, 32-true on the CPU."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def history_from_log(metrics_csv: Path) -> pd.DataFrame:
+    """One row per epoch from Lightning's CSV log (which writes train and val values on separate rows)."""
+    log = pd.read_csv(metrics_csv)
+    keep = [c for c in log.columns if c.startswith(("train/", "val/"))]
+    history = log.groupby("epoch")[keep].first().reset_index()
+    return history
+
+
+def restore_earlier_epochs(earlier: pd.DataFrame, metrics_csv: Path) -> None:
+    """Put the epochs logged before a resume back in front of the resumed log, which CSVLogger started afresh."""
+    later = pd.read_csv(metrics_csv) if metrics_csv.exists() and metrics_csv.stat().st_size else earlier.iloc[:0]
+    first = later["epoch"].min() if len(later) else np.inf
+    merged = pd.concat([earlier[earlier["epoch"] < first], later], ignore_index=True)
+    metrics_csv.parent.mkdir(parents=True, exist_ok=True)
+    merged.to_csv(metrics_csv, index=False)
+
+
+def save_weights(module: DetectorModule, path: Path, config: dict) -> None:
+    """The model's tensors plus what is needed to rebuild it: loads with weights_only=True."""
+    torch.save({"state_dict": {k: v.detach().cpu() for k, v in module.model.state_dict().items()},
+                "model": config["model"], "image_size": int(config["image_size"]),
+                "model_kwargs": dict(config["model_kwargs"] or {}), "variant": config["variant"]}, path)
+
+
+def load_model(run_dir: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """The best model of a run, in eval mode, and its saved settings (loaded with weights_only=True)."""
+    path = Path(run_dir) / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a finished training run?")
+    saved = torch.load(path, map_location=map_location, weights_only=True)
+    model = build_model(saved["model"], image_size=saved["image_size"], **saved["model_kwargs"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader, device: torch.device) -> np.ndarray:
+    """Logits for every item of `loader`, in order."""
+    model.eval().to(device)
+    out = []
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    for images, _, _ in loader:
+        with autocast:
+            out.append(model(images.to(device, non_blocking=True)).reshape(-1).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def write_predictions(model: nn.Module, data: FaceDataModule, run_dir: Path, device: torch.device) -> pd.DataFrame:
+    """predictions.csv for the val and test faces."""
+    frames = []
+    for split, loader in (("val", data.val_dataloader()), ("test", data.test_dataloader())):
+        frame = data.frames[split]
+        logits = predict_logits(model, loader, device)
+        frames.append(pd.DataFrame({
+            "face_path": frame["face_path"], "video_id": frame["video_id"], "label": frame["label"],
+            "prob_fake": 1 / (1 + np.exp(-logits.astype(np.float64))), "logit": logits, "split": split,
+            "variant_path": data.datasets[split].paths,  # the crop the model saw (face_path for "full")
+        }))
+    predictions = pd.concat(frames, ignore_index=True)
+    predictions.to_csv(run_dir / "predictions.csv", index=False)
+    return predictions
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter (GPU available..., tips) out of notebooks; warnings still show."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def show_progress() -> bool:
+    """A progress bar in a terminal or a Jupyter session, not in headless papermill runs."""
+    if headless():
+        return False
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def fit_and_test(config: dict) -> Path:
+    """Train, pick the best epoch by val/auc, score val and test, and write the run folder."""
+    config = make_config(**config)
+    quiet_lightning()
+    run_dir = run_dir_of(config)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if not config["resume"] and run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run: stale checkpoints would otherwise be mixed in
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config["accelerator"] == "cpu" or not torch.cuda.is_available():
+        torch.set_num_threads(config["threads"] or cpu_count())
+    pl.seed_everything(config["seed"], workers=True, verbose=False)
+
+    data = FaceDataModule(config["split_csv"], config["variant"], config["image_size"], config["batch_size"],
+                          config["num_workers"], config["augment"], config["imbalance"], config["cache_dir"],
+                          config["seed"])
+    data.setup()
+    pos_weight = data.pos_weight if config["imbalance"] == "pos_weight" else 1.0
+    module = DetectorModule(config["model"], config["image_size"], config["model_kwargs"], config["pretrained"],
+                            config["lr"], config["weight_decay"], config["optimizer"], config["warmup_epochs"],
+                            pos_weight)
+    (run_dir / "config.json").write_text(json.dumps({**config, "data": data.describe(), "pos_weight": pos_weight,
+                                                     "parameters": sum(p.numel() for p in module.parameters())},
+                                                    indent=2, default=str))
+
+    best = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val/auc",
+                                        mode="max", save_last=True, save_top_k=1)
+    callbacks = [best]
+    if config["early_stopping"]:
+        callbacks.append(pl.callbacks.EarlyStopping(monitor="val/auc", mode="max", patience=config["early_stopping"]))
+    world = int(config["devices"]) * int(config["num_nodes"])
+    strategy = config["strategy"] if config["strategy"] != "auto" or world == 1 else "ddp"
+    trainer = pl.Trainer(
+        max_epochs=config["epochs"], accelerator=config["accelerator"], devices=config["devices"],
+        num_nodes=config["num_nodes"], strategy=strategy,
+        precision=resolve_precision(config["precision"], config["accelerator"]),
+        gradient_clip_val=config["grad_clip"] or None, callbacks=callbacks,
+        logger=pl.loggers.CSVLogger(run_dir, name="", version="logs"),
+        limit_train_batches=config["limit_train_batches"], enable_model_summary=False,
+        enable_progress_bar=show_progress(), log_every_n_steps=1,
+        num_sanity_val_steps=0, deterministic=False,
+    )
+    resuming = bool(config["resume"]) and last.exists()
+    metrics_csv = run_dir / "logs" / "metrics.csv"
+    # CSVLogger rewrites metrics.csv from scratch on every fit, which would drop the epochs before a resume.
+    earlier = pd.read_csv(metrics_csv) if resuming and metrics_csv.exists() and metrics_csv.stat().st_size else None
+    started = time.time()
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resuming else None)
+    seconds = time.time() - started
+    if not trainer.is_global_zero:
+        return run_dir
+    if earlier is not None:
+        restore_earlier_epochs(earlier, metrics_csv)
+
+    best_path = best.best_model_path or str(last)
+    state = torch.load(best_path, map_location="cpu", weights_only=False)  # our own Lightning checkpoint
+    module.load_state_dict(state["state_dict"])
+    save_weights(module, run_dir / "model.pt", config)
+    history = history_from_log(metrics_csv)
+    history.to_csv(run_dir / "history.csv", index=False)
+
+    model, _ = load_model(run_dir)  # what the results notebook and predict will use: prove it loads
+    device = torch.device("cuda" if torch.cuda.is_available() and config["accelerator"] != "cpu" else "cpu")
+    predictions = write_predictions(model, data, run_dir, device)
+    test = predictions[predictions.split == "test"]
+    payload = M.evaluate(test, n_boot=config["n_boot"], seed=config["seed"], y_train=data.frames["train"])
+    payload.update({
+        "run": config["run_name"], "model": config["model"], "variant": config["variant"],
+        "best_epoch": int(state.get("epoch", -1)), "best_val_auc": float(best.best_model_score)
+        if best.best_model_score is not None else None, "epochs_trained": int(trainer.current_epoch),
+        "train_seconds": round(seconds, 1), "parameters": sum(p.numel() for p in model.parameters()),
+    })
+    (run_dir / "metrics.json").write_text(json.dumps(M.to_jsonable(payload), indent=2))
+    return run_dir
+
+
+def run(config: dict) -> Path:
+    """fit_and_test in this process for one device; as a subprocess (the CLI) for DDP."""
+    config = make_config(**config)
+    if int(config["devices"]) * int(config["num_nodes"]) <= 1:
+        return fit_and_test(config)
+    run_dir = run_dir_of(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "run.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    subprocess.run([sys.executable, "-m", "helpers.training", "--config", str(config_path)], check=True,
+                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return run_dir
+
+
+def parse_value(text: str):
+    """A --set value: YAML scalars (3, 0.1, true, [a, b], {k: v})."""
+    return yaml.safe_load(text)
+
+
+def read_settings(config_path: Path | None, overrides: list[str]) -> dict:
+    """The settings of a --config YAML file with the --set KEY=VALUE overrides applied."""
+    settings = {}
+    if config_path is not None:
+        if not config_path.is_file():
+            raise ValueError(f"{config_path} does not exist: pass a YAML file of settings with --config")
+        settings = yaml.safe_load(config_path.read_text()) or {}
+        if not isinstance(settings, dict):
+            raise ValueError(f"{config_path} must hold a mapping of settings (key: value), not {type(settings).__name__}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            # "--set epochs" would otherwise set epochs to None, which Lightning reads as 1000 epochs
+            raise ValueError(f"--set {item!r} is not KEY=VALUE (e.g. --set epochs=3)")
+        settings[key] = parse_value(value)
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.training", description="Train and test one detector.")
+    parser.add_argument("--config", type=Path, help="YAML file of settings (see helpers.training.DEFAULTS)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override settings")
+    args = parser.parse_args(argv)
+    try:
+        config = make_config(**read_settings(args.config, args.set))
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        print(f"training: {err}", file=sys.stderr)
+        return 2
+    run_dir = fit_and_test(config)
+    print(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

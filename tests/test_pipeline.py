@@ -1,0 +1,96 @@
+"""The papermill runner: profiles, refusal of unknown names, stopping at the first failing notebook."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_notebook
+
+from helpers import pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_project(tmp_path: Path, notebooks: dict[str, tuple[str, str]]) -> Path:
+    """A throwaway project: notebooks/<name>.ipynb with a parameters cell and a body cell."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params").mkdir()
+    for name, (params, body) in notebooks.items():
+        nb = new_notebook(cells=[new_code_cell(params, metadata={"tags": ["parameters"]}), new_code_cell(body)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / "notebooks" / f"{name}.ipynb")
+    return tmp_path
+
+
+def write_profile(root: Path, name: str, blocks: dict) -> None:
+    (root / "params" / f"{name}.yaml").write_text(yaml.safe_dump(blocks))
+
+
+def test_unknown_parameter_is_refused_before_anything_runs(tmp_path):
+    root = make_project(tmp_path, {"01_a": ("X: int = 1", "open('ran', 'w')")})
+    write_profile(root, "p", {"01_a": {"X": 2, "Y_TYPO": 3}})
+    with pytest.raises(pipeline.PipelineError, match=r"unknown parameter\(s\) \['Y_TYPO'\]"):
+        pipeline.run_pipeline("p", root=root)
+    assert not (root / "ran").exists()
+
+
+def test_real_profiles_name_only_declared_parameters():
+    for profile in sorted((ROOT / "params").glob("*.yaml")):
+        runs = pipeline.plan_runs(profile.stem, root=ROOT)
+        assert runs, f"{profile} plans no run"
+
+
+def test_profile_for_an_unknown_notebook_is_refused(tmp_path):
+    root = make_project(tmp_path, {"01_a": ("X: int = 1", "")})
+    write_profile(root, "p", {"09_nope": {"X": 2}})
+    with pytest.raises(pipeline.PipelineError, match="unknown notebooks"):
+        pipeline.plan_runs("p", root=root)
+
+
+def test_missing_profile_lists_known_ones(tmp_path):
+    root = make_project(tmp_path, {"01_a": ("X: int = 1", "")})
+    write_profile(root, "known", {})
+    with pytest.raises(pipeline.PipelineError, match="known profiles: known"):
+        pipeline.plan_runs("nope", root=root)
+
+
+def test_runs_in_order_with_parameters_and_stops_at_the_first_failure(tmp_path):
+    root = make_project(tmp_path, {
+        "01_write": ("VALUE: int = 0", "open('out01.txt', 'w').write(str(VALUE))"),
+        "02_fail": ("N: int = 0", "raise ValueError(f'bad input N={N}')"),
+        "03_never": ("Z: int = 0", "open('out03.txt', 'w').write('ran')"),
+    })
+    write_profile(root, "p", {"01_write": {"VALUE": 7}, "02_fail": {"N": 5}})
+    with pytest.raises(pipeline.PipelineError) as err:
+        pipeline.run_pipeline("p", root=root)
+    message = str(err.value)
+    assert "02_fail.ipynb" in message and "ValueError" in message and "bad input N=5" in message
+    assert (root / "out01.txt").read_text() == "7"  # ran in the project root, with the profile's value
+    assert not (root / "out03.txt").exists()
+    assert (root / "build" / "p" / "02_fail.ipynb").exists()
+    status = yaml.safe_load((root / "build" / "p" / "pipeline.json").read_text())
+    assert status["01_write"]["status"] == "ok" and status["02_fail"]["status"] == "failed"
+
+    # --from resumes at the failed notebook, --only picks notebooks
+    runs = pipeline.plan_runs("p", start="03", root=root)
+    assert [r.name for r in runs] == ["03_never"]
+    runs = pipeline.plan_runs("p", only=["01", "03_never"], root=root)
+    assert [r.name for r in runs] == ["01_write", "03_never"]
+
+
+def test_a_list_block_runs_a_notebook_once_per_entry(tmp_path):
+    root = make_project(tmp_path, {"05_model": ("MODEL: str = 'a'", "")})
+    write_profile(root, "p", {"05_model": [{"_run": "r50", "MODEL": "resnet50"}, {"_run": "r101", "MODEL": "resnet101"}]})
+    runs = pipeline.plan_runs("p", root=root)
+    assert [(r.name, r.parameters) for r in runs] == [("05_model-r50", {"MODEL": "resnet50"}),
+                                                      ("05_model-r101", {"MODEL": "resnet101"})]
+
+
+def test_cli_reports_failure_with_exit_code(tmp_path, capsys, monkeypatch):
+    root = make_project(tmp_path, {"01_a": ("X: int = 1", "")})
+    write_profile(root, "p", {"01_a": {"NOPE": 1}})
+    monkeypatch.setattr(pipeline, "project_root", lambda: root)
+    assert pipeline.main(["--profile", "p"]) == 1
+    assert "unknown parameter" in capsys.readouterr().err
