@@ -300,6 +300,16 @@ def plan_videos(landmarks: dict[int, np.ndarray | None], identities: int, seed: 
                          f"(a fake's source is another identity); got {len(usable)}")
     skipped = sum(landmarks.get(i) is None for i in range(usable[-1] + 1))
     per_part = max(1, part_size // (1 + fakes_per_real))
+    # Fakes swap faces within small casts (as DFDC paired actors filmed together), never across the
+    # whole pool: random sources would link nearly every identity into one group through the fakes,
+    # and no identity-disjoint split would be possible.
+    cast_size = fakes_per_real + 1
+    order = list(usable)
+    _rng(seed, _SOURCE).shuffle(order)
+    casts = [order[i:i + cast_size] for i in range(0, len(order), cast_size)]
+    if len(casts) > 1 and len(casts[-1]) < cast_size:
+        casts[-2].extend(casts.pop())
+    cast_of = {member: cast for cast in casts for member in cast}
     records, taken = [], set()
     for position, target in enumerate(usable):
         part = f"{PART_PREFIX}{position // per_part}"
@@ -307,7 +317,7 @@ def plan_videos(landmarks: dict[int, np.ndarray | None], identities: int, seed: 
         scene = Scene.draw(_rng(seed, _SCENE, target))  # shared by the REAL video and its fakes
         records.append({"video": real, "part": part, "label": "REAL", "split": "train", "original": None,
                         "identity": target, "source_identity": target, "scene": scene, "recipe": None})
-        others = [i for i in usable if i != target]
+        others = [i for i in cast_of[target] if i != target]
         sources = _rng(seed, _SOURCE, target).choice(others, size=fakes_per_real, replace=False)
         for k, source in enumerate(sources, start=1):
             records.append({"video": video_name(seed, target, k, taken), "part": part, "label": "FAKE",

@@ -197,3 +197,17 @@ def test_command_line(tmp_path, capsys, detector):
     assert len(load_metadata(tmp_path / "cli")["dfdc_demo_part_0"]) == 4
     assert demo.main(args) == 0
     assert "already built, reused" in capsys.readouterr().out
+
+
+def test_fakes_swap_within_small_casts_so_identity_groups_stay_small():
+    landmarks = {i: np.zeros((5, 2)) for i in range(20)}
+    records, _ = demo.plan_videos(landmarks, identities=20, seed=3)
+    links = {(r["identity"], r["source_identity"]) for r in records if r["label"] == "FAKE"}
+    group = {i: {i} for i in range(20)}
+    for a, b in links:  # merge the two identities' groups
+        merged = group[a] | group[b]
+        for member in merged:
+            group[member] = merged
+    sizes = {frozenset(g) for g in group.values()}
+    assert all(2 <= len(g) <= 3 for g in sizes)  # pairs, and one trio when the count is odd
+    assert len(sizes) == 10
