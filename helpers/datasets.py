@@ -17,6 +17,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from helpers import splits
+
 import pytorch_lightning as pl
 
 VARIANT_COLUMNS = {"full": "face_path", "eyes": "eyes_path", "lower": "lower_path", "eyes_lower": "eyes_lower_path"}
@@ -181,14 +183,11 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def read_split(split_csv: str | Path) -> pd.DataFrame:
-    """split.csv as written by notebook 03."""
-    path = Path(split_csv)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 03 (split) first")
-    frame = pd.read_csv(path, dtype={"video_id": str, "original": str, "group": str})
+    """split.csv as written by notebook 03, checked for the columns training needs."""
+    frame = splits.read_split(split_csv)
     missing = {"split", "label", "face_path", "video_id"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{path} lacks the columns {sorted(missing)}: is it a split.csv from notebook 03?")
+        raise ValueError(f"{split_csv} lacks the columns {sorted(missing)}: is it a split.csv from notebook 03?")
     return frame
 
 
