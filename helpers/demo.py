@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from helpers import runtime
 
 N_FACES = 100          # lfw_subset() holds 100 faces followed by 100 non-faces
 PORTRAIT_PX = 120      # faces are detected, swapped and stored at this size
@@ -413,7 +413,7 @@ def make_demo_dataset(out_dir: str | Path, identities: int = 100, seed: int = 0,
     by_target: dict[int, list[dict]] = {}
     for record in records:
         by_target.setdefault(record["identity"], []).append(record)
-    with tqdm(total=len(records), desc="demo videos", unit="video", disable=not progress) as bar:
+    with runtime.progress(total=len(records), desc="demo videos", unit="video", disable=not progress) as bar:
         for target, group in by_target.items():
             paths = [out_dir / r["part"] / r["video"] for r in group]
             if all(p.is_file() for p in paths):

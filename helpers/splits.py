@@ -26,11 +26,12 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+
 
 from helpers.faces import COLUMNS as FACE_COLUMNS
 from helpers.faces import read_faces_manifest
 from helpers.frames import video_id_of
+from helpers import runtime
 
 SPLITS = ("train", "val", "test")
 # With fewer groups than non-empty splits requested, groups go to these splits in this order.
@@ -452,7 +453,7 @@ def hash_images(paths: Sequence[str], progress: bool = True) -> tuple[np.ndarray
     """pHashes of image files as uint64, and (position, reason) for each file that could not be read."""
     hashes = np.zeros(len(paths), dtype=np.uint64)
     failed = []
-    for i, path in enumerate(tqdm(paths, desc="hashing faces", unit="face", disable=not progress)):
+    for i, path in enumerate(runtime.progress(paths, desc="hashing faces", unit="face", disable=not progress)):
         if not isinstance(path, (str, Path)) or not path or not Path(path).is_file():
             # checked first: OpenCV would log a warning for every missing file
             failed.append((i, f"{path}: the face crop does not exist (rerun notebook 02 or fix face_path)"))
