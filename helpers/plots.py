@@ -293,15 +293,18 @@ def crop_study_bars(table: pd.DataFrame, variants: Sequence[str] | None = None,
             lo = table.get(f"{column}_lo", pd.Series(value)).to_numpy(dtype=float)
             hi = table.get(f"{column}_hi", pd.Series(value)).to_numpy(dtype=float)
             errors = np.nan_to_num(np.vstack([value - lo, hi - value]), nan=0.0).clip(min=0)
+            names = {"full": "full face", "eyes": "eyes", "lower": "lower face", "eyes_lower": "eyes + lower face"}
             ax.bar(x + (i - (len(variants) - 1) / 2) * width, value, width, yerr=errors, capsize=3,
-                   label=variant, alpha=0.9)
+                   label=names.get(variant, variant), alpha=0.9)
         ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8)  # chance for AUC; a coin flip for balanced data
         ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel({"auc": "AUC", "accuracy": "accuracy"}.get(metric, metric))
         ax.set_title({"auc": "AUC", "accuracy": "Accuracy"}.get(metric, metric))
-        ax.legend(fontsize=7, title="variant", title_fontsize=7)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    # One legend for both panels, above them: inside a panel it would hide the bars.
+    fig.legend(handles, names, loc="upper right", ncol=len(names), fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig

@@ -208,13 +208,15 @@ def right_and_wrong(run: Run, n: int = 6, seed: int = 0) -> tuple[pd.DataFrame, 
     return right, wrong
 
 
-def save_table(table: pd.DataFrame, folder: str | Path, name: str) -> dict[str, Path]:
-    """Write a table as `name.csv` and `name.md` (for the report and for reading on GitHub)."""
+def save_table(table: pd.DataFrame, folder: str | Path, name: str, md_columns: list[str] | None = None,
+               note: str | None = None, index: bool = True) -> dict[str, Path]:
+    """Write a table as `name.csv` (every column) and `name.md` (`md_columns`, then `note`), for the report."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": folder / f"{name}.csv", "md": folder / f"{name}.md"}
-    table.to_csv(paths["csv"])
-    paths["md"].write_text(table.to_markdown() + "\n", encoding="utf-8")
+    table.to_csv(paths["csv"], index=index)
+    shown = table[md_columns] if md_columns else table
+    paths["md"].write_text(shown.to_markdown(index=index) + "\n" + (f"\n{note}\n" if note else ""), encoding="utf-8")
     return paths
 
 
@@ -283,8 +285,8 @@ def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
     if below:
         text.append(f"{len(below)} of {len(runs)} runs are not distinguishable from chance (AUC interval includes 0.5): "
                     + ", ".join(below) + ".")
-    if crop_table is not None and "verdict" in crop_table.columns:
-        verdicts = "; ".join(f"{model}: {verdict}" for model, verdict in crop_table["verdict"].items())
+    if crop_table is not None and "Verdict" in crop_table.columns:
+        verdicts = "; ".join(f"{model}: {verdict}" for model, verdict in crop_table["Verdict"].items())
         text.append(f"Crop study (full face vs eyes + lower face, McNemar on the same test faces): {verdicts}.")
     return {"best_run": best.name, "frame": frame, "video": video, "baseline": base, "text": " ".join(text)}
 

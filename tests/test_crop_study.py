@@ -1,0 +1,265 @@
+"""The crop study's table, paired test and reference rows, on fixed predictions whose answers are known."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import crop_study, plots
+
+FAKE_PROBS = [0.9, 0.8, 0.7, 0.6, 0.4]   # the last fake is missed
+REAL_PROBS = [0.1, 0.2, 0.3, 0.35, 0.45]  # every real is right
+LABELS = ["FAKE"] * 5 + ["REAL"] * 5
+
+
+def run_frame(model: str, variant: str, probs, seed: int = 0, labels=LABELS, videos=None) -> pd.DataFrame:
+    """Test predictions of one run on faces face_00.jpg ... (face_path is the full face whatever the variant)."""
+    n = len(probs)
+    return pd.DataFrame({
+        "model": model, "variant": variant, "seed": seed, "run": crop_study.run_name(model, variant, seed),
+        "face_path": [f"faces/face_{i:02d}.jpg" for i in range(n)],
+        "video_id": videos if videos is not None else [f"v{i:02d}" for i in range(n)],
+        "label": labels, "prob_fake": probs, "logit": np.log(np.asarray(probs) / (1 - np.asarray(probs))),
+        "split": "test",
+    })
+
+
+def pairwise_auc(labels, probs) -> float:
+    """AUC by its definition: the share of (fake, real) pairs ranked right, ties counting one half."""
+    fakes = [p for l, p in zip(labels, probs) if l == "FAKE"]
+    reals = [p for l, p in zip(labels, probs) if l == "REAL"]
+    return sum((f > r) + 0.5 * (f == r) for f in fakes for r in reals) / (len(fakes) * len(reals))
+
+
+# Normal: 9/10 right. Cropped: 5/10 right, including face 4 the normal run missed, so b = 5 and c = 1.
+NORMAL = FAKE_PROBS + REAL_PROBS
+CROPPED = [0.9, 0.3, 0.2, 0.1, 0.6] + [0.1, 0.2, 0.3, 0.7, 0.8]
+
+
+@pytest.fixture
+def one_seed() -> pd.DataFrame:
+    return pd.concat([run_frame("meso4", "full", NORMAL), run_frame("meso4", "eyes_lower", CROPPED)], ignore_index=True)
+
+
+def test_table_accuracy_auc_and_mcnemar_match_hand_computed_values(one_seed):
+    table = crop_study.crop_study_table(one_seed, n_boot=200, seed=0)
+    row = table.iloc[0]
+    assert row["Model"] == "MesoNet (Meso4)" and row["Test faces"] == 10 and row["n_seeds"] == 1
+    assert row["accuracy_full"] == pytest.approx(0.9) and row["accuracy_eyes_lower"] == pytest.approx(0.5)
+    assert row["auc_full"] == pytest.approx(pairwise_auc(LABELS, NORMAL)) == pytest.approx(0.96)
+    assert row["auc_eyes_lower"] == pytest.approx(pairwise_auc(LABELS, CROPPED))
+    for metric in ("accuracy", "auc"):
+        for variant in ("full", "eyes_lower"):
+            assert row[f"{metric}_{variant}_lo"] <= row[f"{metric}_{variant}"] <= row[f"{metric}_{variant}_hi"]
+    assert row["Accuracy (normal image)"].startswith("0.900 [") and row["Accuracy (cropped image)"].startswith("0.500 [")
+    # exact binomial: 2 * P(X <= 1), X ~ Bin(6, 1/2) = 2 * 7/64
+    assert (row["b"], row["c"]) == (5, 1)
+    assert row["p_value"] == pytest.approx(14 / 64)
+    assert row["Verdict"] == "no significant difference (p=0.22)" and row["McNemar p"] == "0.22"
+    assert crop_study.display_columns(table)[:5] == ["Model", "Test faces", "Accuracy (normal image)",
+                                                      "Accuracy (cropped image)", "AUC (normal image)"]
+
+
+def test_pairing_is_by_face_path_not_by_row_order(one_seed):
+    shuffled = one_seed.sample(frac=1, random_state=3)
+    a = crop_study.crop_study_table(one_seed, n_boot=50)
+    b = crop_study.crop_study_table(shuffled, n_boot=50)
+    assert (a.loc[0, "b"], a.loc[0, "c"]) == (b.loc[0, "b"], b.loc[0, "c"]) == (5, 1)
+    assert a.loc[0, "auc_full"] == b.loc[0, "auc_full"]
+
+
+@pytest.mark.parametrize("swap, word", [(False, "worse"), (True, "better")])
+def test_significant_differences_get_a_direction(swap, word):
+    labels = ["FAKE"] * 10 + ["REAL"] * 10
+    right = [0.9] * 10 + [0.1] * 10
+    normal = right[:19] + [0.9]                 # 19 right: the last real is called FAKE
+    cropped = [0.1] * 9 + right[9:19] + [0.9]   # 9 fakes missed that the normal run caught: b = 9, c = 0
+    a, b = (cropped, normal) if swap else (normal, cropped)
+    frame = pd.concat([run_frame("vgg19", "full", a, labels=labels),
+                       run_frame("vgg19", "eyes_lower", b, labels=labels)], ignore_index=True)
+    row = crop_study.crop_study_table(frame, n_boot=50).iloc[0]
+    assert row["p_value"] == pytest.approx(2 * 0.5 ** 9)
+    assert row["Verdict"] == f"cropped {word} (p=0.004)"
+    summary = crop_study.summarize(crop_study.crop_study_table(frame, n_boot=20))
+    assert f"significantly **{word}** for VGG19: accuracy" in summary
+    assert f"holds for {0 if swap else 1} of 1 model(s)" in summary
+
+
+def test_many_discordant_pairs_use_the_continuity_corrected_chi_square():
+    labels = ["FAKE"] * 30 + ["REAL"] * 30
+    right = np.where(np.array(labels) == "FAKE", 0.9, 0.1)
+    wrong = 1 - right
+    normal, cropped = right.copy(), right.copy()
+    cropped[:20] = wrong[:20]   # b = 20
+    normal[30:35] = wrong[30:35]  # c = 5
+    frame = pd.concat([run_frame("resnet50", "full", normal, labels=labels),
+                       run_frame("resnet50", "eyes_lower", cropped, labels=labels)], ignore_index=True)
+    tests = crop_study.paired_tests(frame)
+    t = tests.iloc[0]
+    assert (t["b"], t["c"], t["n"]) == (20, 5, 60)
+    statistic = (20 - 5 - 1) ** 2 / 25
+    assert t["statistic"] == pytest.approx(statistic)
+    assert t["p_value"] == pytest.approx(math.erfc(math.sqrt(statistic / 2)))  # chi-square sf with 1 df
+    assert "chi-square" in t["method"]
+
+
+def test_several_seeds_give_mean_and_sd_and_test_the_seed_ensemble():
+    right = np.array([0.9] * 5 + [0.1] * 5)
+    frames = []
+    for seed, missed in enumerate(([0, 1], [0], [])):  # normal accuracy 0.8, 0.9, 1.0
+        normal = right.copy()
+        normal[missed] = 0.45                      # weakly wrong: the ensemble still gets them right
+        cropped = right.copy()
+        cropped[5:] = 0.8                          # every real called FAKE: 0.5 in each seed
+        frames += [run_frame("meso4", "full", normal, seed), run_frame("meso4", "eyes_lower", cropped, seed)]
+    frame = pd.concat(frames, ignore_index=True)
+    row = crop_study.crop_study_table(frame, n_boot=50).iloc[0]
+    assert row["n_seeds"] == 3
+    assert row["Accuracy (normal image)"] == "0.900 ± 0.100 (3 seeds)"
+    assert row["Accuracy (cropped image)"] == "0.500 ± 0.000 (3 seeds)"
+    assert row["accuracy_full"] == pytest.approx(0.9) and row["accuracy_full_sd"] == pytest.approx(0.1)
+    # ensemble: normal 10/10 right, cropped wrong on the 5 reals -> b = 5, c = 0, p = 2 / 32
+    assert (row["b"], row["c"]) == (5, 0) and row["p_value"] == pytest.approx(0.0625)
+    assert row["Verdict"] == "no significant difference (p=0.06)"
+    tests = crop_study.paired_tests(frame)
+    assert tests["seed"].tolist() == ["0", "1", "2", "mean"]
+    seed0 = tests.iloc[0]
+    assert (seed0["b"], seed0["c"]) == (5, 2) and seed0["p_value"] == pytest.approx(2 * (1 + 7 + 21) / 128)
+
+
+def test_clustered_bootstrap_and_missing_seed_are_handled(one_seed):
+    videos = [f"v{i // 2}" for i in range(10)]  # two faces per video
+    frame = one_seed.assign(video_id=videos * 2)
+    scores = crop_study.variant_scores(frame, n_boot=100, seed=1)
+    assert set(scores["variant"]) == {"full", "eyes_lower"} and (scores["n"] == 10).all()
+    extra = run_frame("meso4", "full", NORMAL, seed=1)
+    with pytest.raises(ValueError, match="train the missing runs"):
+        crop_study.paired_tests(pd.concat([one_seed, extra]))
+    with pytest.raises(ValueError, match="add it to VARIANTS"):
+        crop_study.crop_study_table(one_seed[one_seed.variant == "full"], n_boot=10)
+
+
+def test_reference_rows_are_shown_untested(one_seed):
+    reference = run_frame("Meso4_DF (published)", "full", NORMAL)
+    table = crop_study.crop_study_table(one_seed, n_boot=50, reference=reference)
+    ref = table.iloc[1]
+    assert ref["Model"] == "Meso4_DF (published)" and ref["Accuracy (cropped image)"] == "n/a"
+    assert ref["Verdict"].startswith("reference") and math.isnan(ref["p_value"])
+    text = crop_study.summarize(table)
+    assert "no significant difference" in text and "MesoNet (Meso4): accuracy 0.900 → 0.500, p=0.22" in text
+    assert "holds for 0 of 1 model(s)" in text and "Reference: Meso4_DF (published)" in text
+
+
+def test_save_table_writes_csv_and_markdown(one_seed, tmp_path):
+    table = crop_study.crop_study_table(one_seed, n_boot=50)
+    table.loc[0, "Model"] = "Meso|4"  # a pipe must not break the Markdown row
+    csv_path, md_path = crop_study.save_table(table, tmp_path / "tables", "06_crop_study")
+    back = pd.read_csv(csv_path)
+    assert back.loc[0, "accuracy_full"] == pytest.approx(0.9) and back.loc[0, "b"] == 5
+    lines = md_path.read_text().splitlines()
+    assert lines[0].startswith("| Model | Test faces | Accuracy (normal image) | Accuracy (cropped image) |")
+    assert set(lines[1].replace("|", "").split()) == {"---"}
+    assert lines[2].startswith("| Meso\\|4 | 10 | 0.900 [") and lines[2].count(" | ") == lines[0].count(" | ")
+    assert lines[0].endswith("| McNemar b | McNemar c | McNemar p | Verdict |")
+    assert "Normal image: full face" in md_path.read_text()
+
+
+def test_bar_chart_has_one_bar_per_model_and_variant(one_seed):
+    frame = pd.concat([one_seed, run_frame("vgg19", "full", NORMAL), run_frame("vgg19", "eyes_lower", NORMAL)])
+    table = crop_study.crop_study_table(frame, n_boot=50)
+    fig = plots.crop_study_bars(table)
+    accuracy_axis, auc_axis = fig.axes[:2]
+    assert len(accuracy_axis.patches) == 4 and len(auc_axis.patches) == 4
+    assert [t.get_text() for t in accuracy_axis.get_xticklabels()] == ["MesoNet (Meso4)", "VGG19"]
+    plots.plt.close(fig)
+
+
+def test_plan_runs_gives_every_model_the_same_budget():
+    configs = crop_study.plan_runs(["meso4", "vgg19"], ["full", "eyes_lower"], range(2), epochs=50, batch_size=16,
+                                   lr=0.002, optimizer="adam", image_size=64, pretrained=True, out_dir="out")
+    assert len(configs) == 8
+    assert configs[0]["run_name"] == "crop-meso4-full-s0" and configs[-1]["run_name"] == "crop-vgg19-eyes_lower-s1"
+    budget = {(c["epochs"], c["batch_size"], c["lr"], c["optimizer"], c["image_size"], c["out_dir"]) for c in configs}
+    assert budget == {(50, 16, 0.002, "adam", 64, "out")}
+    # MesoNet has no ImageNet weights: it trains from scratch whatever PRETRAINED says
+    assert {c["model"]: c["pretrained"] for c in configs} == {"meso4": False, "vgg19": True}
+    with pytest.raises(ValueError, match="unknown model"):
+        crop_study.plan_runs(["mesonet"], ["full"], [0])
+    with pytest.raises(ValueError, match="unknown face variant"):
+        crop_study.plan_runs(["meso4"], ["mouth"], [0])
+    with pytest.raises(ValueError, match="sets \\['variant'\\] itself"):
+        crop_study.plan_runs(["meso4"], ["full"], [0], variant="eyes")
+
+
+def write_faces(folder, n: int) -> list[str]:
+    """n small JPEG faces: smooth colour gradients with a dark blob, different per face."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        y, x = np.mgrid[0:40, 0:40]
+        image = np.stack([x * 6, y * 6, np.full_like(x, 40 * (i % 6))], axis=-1).astype(np.uint8)
+        cv2.circle(image, tuple(int(v) for v in rng.integers(10, 30, 2)), 6, (20, 20, 20), -1)
+        path = folder / f"face_{i:02d}.jpg"
+        cv2.imwrite(str(path), image)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.slow
+def test_train_all_trains_then_reuses_and_runs_pair_up(tmp_path):
+    faces = write_faces(tmp_path / "faces", 12)
+    crops = write_faces(tmp_path / "crops", 12)
+    split = pd.DataFrame({"face_path": faces, "eyes_lower_path": crops, "video_id": [f"v{i}" for i in range(12)],
+                          "label": ["FAKE", "REAL"] * 6, "split": ["train"] * 6 + ["val"] * 2 + ["test"] * 4})
+    split.to_csv(tmp_path / "split.csv", index=False)
+    configs = crop_study.plan_runs(["meso4"], ["full", "eyes_lower"], [0], split_csv=str(tmp_path / "split.csv"),
+                                   out_dir=str(tmp_path / "runs"), image_size=32, epochs=1, batch_size=4,
+                                   accelerator="cpu", cache_dir="", n_boot=20, augment=False, threads=1, resume=True)
+    manifest = crop_study.train_all(configs)
+    assert manifest["status"].tolist() == ["trained", "trained"]
+    assert not any((Path(d) / "checkpoints").exists() for d in manifest.run_dir)  # model.pt holds the weights
+    again = crop_study.train_all(configs)
+    assert again["status"].tolist() == ["reused", "reused"]
+    assert crop_study.changed_settings({**configs[0], "epochs": 2}, manifest.run_dir[0]) == ["epochs 1 -> 2"]
+    split.to_csv(tmp_path / "split.csv", index=False)  # the same split rewritten: still reusable
+    assert crop_study.changed_settings(configs[0], manifest.run_dir[0]) == []
+    split.assign(split=["train"] * 5 + ["val"] * 3 + ["test"] * 4).to_csv(tmp_path / "split.csv", index=False)
+    assert "another split" in crop_study.changed_settings(configs[0], manifest.run_dir[0])[0]
+    predictions = crop_study.collect_predictions(manifest.run_dir)
+    assert len(predictions) == 8 and set(predictions.face_path) == set(faces[8:])  # crops paired by their full face
+    row = crop_study.crop_study_table(predictions, n_boot=20).iloc[0]
+    assert row["Test faces"] == 4 and row["b"] + row["c"] <= 4
+    with pytest.raises(ValueError, match="two runs"):
+        crop_study.collect_predictions([*manifest.run_dir, manifest.run_dir[0]])
+
+
+def test_reference_predictions_skip_when_no_folder_and_name_a_bad_one(tmp_path):
+    assert crop_study.reference_predictions("", tmp_path / "unused.csv").empty
+    with pytest.raises(FileNotFoundError, match="MESONET_WEIGHTS_DIR"):
+        crop_study.score_published_mesonet(tmp_path, pd.DataFrame({"face_path": []}))
+
+
+@pytest.mark.realdata
+def test_published_mesonet_scores_are_one_minus_sigmoid_of_the_keras_output(shared_data, tmp_path):
+    from helpers.datasets import load_crop
+    from helpers.models import build_model, load_keras_weights
+
+    weights = shared_data / "models" / "mesonet"
+    paths = write_faces(tmp_path / "faces", 3)
+    frame = pd.DataFrame({"face_path": paths, "video_id": ["a", "b", "c"], "label": ["FAKE", "REAL", "FAKE"]})
+    scored = crop_study.score_published_mesonet(weights, frame, names=["Meso4_DF", "MesoInception_F2F"])
+    assert scored["model"].unique().tolist() == ["Meso4_DF (published)", "MesoInception_F2F (published)"]
+    assert scored["prob_fake"].between(0, 1).all() and (scored["variant"] == "full").all()
+    model = load_keras_weights(build_model("meso4", image_size=256), weights / "Meso4_DF.h5").eval()
+    images = np.stack([load_crop(p, 256) for p in paths]).astype(np.float32) / 255  # [0, 1], as the authors fed it
+    with torch.no_grad():
+        p_real = torch.sigmoid(model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))).double().numpy()
+    meso4 = scored[scored["model"] == "Meso4_DF (published)"]
+    np.testing.assert_allclose(meso4["prob_fake"], 1 - p_real, atol=1e-6)
+    np.testing.assert_allclose(1 / (1 + np.exp(-meso4["logit"])), meso4["prob_fake"], atol=1e-6)
