@@ -215,7 +215,8 @@ def save_table(table: pd.DataFrame, folder: str | Path, name: str, md_columns: l
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": folder / f"{name}.csv", "md": folder / f"{name}.md"}
     table.to_csv(paths["csv"], index=index)
-    shown = table[md_columns] if md_columns else table
+    shown = (table[md_columns] if md_columns else table).copy()
+    shown = shown.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)  # "|" would split a row
     paths["md"].write_text(shown.to_markdown(index=index) + "\n" + (f"\n{note}\n" if note else ""), encoding="utf-8")
     return paths
 

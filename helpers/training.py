@@ -52,6 +52,7 @@ DEFAULTS: dict = {
     "lr": 3e-4,
     "weight_decay": 0.05,
     "optimizer": "adamw",        # adamw | adam
+    "schedule": "cosine",        # cosine (decay to 0 after warm-up) | constant
     "warmup_epochs": 1.0,
     "grad_clip": 1.0,            # 0 disables gradient clipping
     "pretrained": False,
@@ -134,14 +135,16 @@ def detection_metrics(prefix: str) -> torchmetrics.MetricCollection:
 
 
 class DetectorModule(pl.LightningModule):
-    """A binary FAKE/REAL detector: BCE with logits, AdamW/Adam, warm-up then cosine decay."""
+    """A binary FAKE/REAL detector: BCE with logits, AdamW/Adam, warm-up then cosine decay (or constant)."""
 
     def __init__(self, model: str = "vit", image_size: int = 128, model_kwargs: dict | None = None,
                  pretrained: bool = False, lr: float = 3e-4, weight_decay: float = 0.05, optimizer: str = "adamw",
-                 warmup_epochs: float = 1.0, pos_weight: float = 1.0):
+                 warmup_epochs: float = 1.0, pos_weight: float = 1.0, schedule: str = "cosine"):
         super().__init__()
         if optimizer not in ("adamw", "adam"):
             raise ValueError(f"optimizer must be 'adamw' or 'adam', got {optimizer!r}")
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
         self.save_hyperparameters()
         self.model = build_model(model, image_size=image_size, pretrained=pretrained, **(model_kwargs or {}))
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
@@ -199,6 +202,8 @@ class DetectorModule(pl.LightningModule):
         def schedule(step: int) -> float:
             if step < warmup:
                 return (step + 1) / (warmup + 1)
+            if hp.schedule == "constant":
+                return 1.0
             progress = (step - warmup) / max(1, total - warmup)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -315,14 +320,19 @@ def fit_and_test(config: dict) -> Path:
     pos_weight = data.pos_weight if config["imbalance"] == "pos_weight" else 1.0
     module = DetectorModule(config["model"], config["image_size"], config["model_kwargs"], config["pretrained"],
                             config["lr"], config["weight_decay"], config["optimizer"], config["warmup_epochs"],
-                            pos_weight)
+                            pos_weight, config["schedule"])
     (run_dir / "config.json").write_text(json.dumps({**config, "data": data.describe(), "pos_weight": pos_weight,
                                                      "parameters": sum(p.numel() for p in module.parameters())},
                                                     indent=2, default=str))
 
+    # The best epoch needs only its weights (the optimizer state triples a VGG19 checkpoint).
     best = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val/auc",
-                                        mode="max", save_last=True, save_top_k=1)
-    callbacks = [best]
+                                        mode="max", save_top_k=1, save_weights_only=True)
+    # Since Lightning 2.6 save_last=True writes last.ckpt only when a best checkpoint is written, so a
+    # resume would go back to the best epoch; this callback overwrites last.ckpt after every epoch.
+    latest = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename=last.stem, monitor=None, save_top_k=1,
+                                          every_n_epochs=1, enable_version_counter=False)
+    callbacks = [best, latest]  # in this order, so last.ckpt records this epoch's best as well
     if config["early_stopping"]:
         callbacks.append(pl.callbacks.EarlyStopping(monitor="val/auc", mode="max", patience=config["early_stopping"]))
     world = int(config["devices"]) * int(config["num_nodes"])
