@@ -306,7 +306,9 @@ def fit_and_test(config: dict) -> Path:
     run_dir = run_dir_of(config)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if not config["resume"] and run_dir.exists():
+    # Under DDP every rank runs this function; only the first may clear and write the run folder.
+    first_rank = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    if first_rank and not config["resume"] and run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run: stale checkpoints would otherwise be mixed in
     run_dir.mkdir(parents=True, exist_ok=True)
     if config["accelerator"] == "cpu" or not torch.cuda.is_available():
@@ -321,9 +323,10 @@ def fit_and_test(config: dict) -> Path:
     module = DetectorModule(config["model"], config["image_size"], config["model_kwargs"], config["pretrained"],
                             config["lr"], config["weight_decay"], config["optimizer"], config["warmup_epochs"],
                             pos_weight, config["schedule"])
-    (run_dir / "config.json").write_text(json.dumps({**config, "data": data.describe(), "pos_weight": pos_weight,
-                                                     "parameters": sum(p.numel() for p in module.parameters())},
-                                                    indent=2, default=str))
+    if first_rank:
+        summary = {**config, "data": data.describe(), "pos_weight": pos_weight,
+                   "parameters": sum(p.numel() for p in module.parameters())}
+        (run_dir / "config.json").write_text(json.dumps(summary, indent=2, default=str))
 
     # The best epoch needs only its weights (the optimizer state triples a VGG19 checkpoint).
     best = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor="val/auc",
@@ -408,7 +411,8 @@ def read_settings(config_path: Path | None, overrides: list[str]) -> dict:
             raise ValueError(f"{config_path} does not exist: pass a YAML file of settings with --config")
         settings = yaml.safe_load(config_path.read_text()) or {}
         if not isinstance(settings, dict):
-            raise ValueError(f"{config_path} must hold a mapping of settings (key: value), not {type(settings).__name__}")
+            kind = type(settings).__name__
+            raise ValueError(f"{config_path} must hold a mapping of settings (key: value), not a {kind}")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:

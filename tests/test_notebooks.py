@@ -133,7 +133,7 @@ def test_05_resnet(project):
 def test_06_crop_study(project):
     tmp = run(project, "06")
     table = pd.read_csv(tmp / "report/tables/06_crop_study.csv")
-    assert list(table.Model) == ["meso4", "resnet50"]
+    assert list(table.Model) == ["MesoNet (Meso4)", "ResNet50"]
     assert table["McNemar p"].notna().all() and table.Verdict.notna().all()
     assert (tmp / "figures" / "06_crop_study.png").exists()
 
