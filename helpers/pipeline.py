@@ -118,7 +118,9 @@ def execute(run: Run, out_dir: Path, root: Path) -> Path:
     os.environ["HELPERS_HEADLESS"] = "1"
     try:
         papermill.execute_notebook(str(run.notebook), str(output), parameters=run.parameters, cwd=str(root),
-                                   kernel_name="python3", progress_bar=False, report_mode=False)
+                                   kernel_name="python3", progress_bar=False, report_mode=False,
+                                   # ipykernel warns about its local TCP socket on every start: noise here
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except PapermillExecutionError as err:
         raise PipelineError(f"notebook {run.notebook.name} ({run.name}) failed in cell {err.exec_count}: "
                             f"{err.ename}: {err.evalue}\n  executed copy with the traceback: {output}") from None
