@@ -39,13 +39,12 @@ nav.toc ul { list-style: none; padding-left: 1em; margin: .2em 0; }
 HEADING = re.compile(r"<h([12])([^>]*)>(.*?)</h\1>", re.S)
 
 
-def executed_notebooks(profile: str, root: Path) -> list[Path]:
-    """The executed copies of the profile's notebooks, in study order."""
-    build = root / "build" / profile
+def executed_notebooks(build: Path, root: Path) -> list[Path]:
+    """The executed copies of the study's notebooks in `build`, in study order."""
     order = {p.stem: i for i, p in enumerate(list_notebooks(root))}
     found = [p for p in build.glob("*.ipynb") if p.stem.split("-")[0] in order]
     if not found:
-        raise FileNotFoundError(f"no executed notebooks in {build}: run `python -m helpers.pipeline --profile {profile}` first")
+        raise FileNotFoundError(f"no executed notebooks in {build}: run `python -m helpers.pipeline` first")
     return sorted(found, key=lambda p: (order[p.stem.split("-")[0]], p.stem))
 
 
@@ -71,16 +70,17 @@ def add_toc(body: str) -> tuple[str, str]:
 
     def anchor(match: re.Match) -> str:
         level, attrs, text = match.groups()
-        slug = f"s{len(items)}"
+        existing = re.search(r'id="([^"]+)"', attrs)  # nbconvert's own ids: its anchor links point at them
+        slug = existing.group(1) if existing else f"s{len(items)}"
         plain = re.sub(r"<[^>]+>", "", text).replace("¶", "").strip()
         items.append((int(level), slug, plain))
-        return f'<h{level} id="{slug}">{text}</h{level}>'
+        return f'<h{level} id="{html.escape(slug, quote=True)}">{text}</h{level}>'
 
     body = HEADING.sub(anchor, body)
     lines = ["<nav class='toc'><strong>Contents</strong><ul>"]
     for level, slug, text in items:
         indent = "" if level == 1 else " style='padding-left:1.2em'"
-        lines.append(f"<li{indent}><a href='#{slug}'>{html.escape(text)}</a></li>")
+        lines.append(f"<li{indent}><a href='#{html.escape(slug, quote=True)}'>{html.escape(text)}</a></li>")
     lines.append("</ul></nav>")
     return body, "\n".join(lines)
 
@@ -91,12 +91,13 @@ def report_dir(profile: str, root: Path) -> Path:
 
 
 def render_report(profile: str = "demo", out_dir: Path | None = None, root: Path | None = None,
-                  pdf: bool = True) -> dict[str, Path]:
+                  pdf: bool = True, build_dir: Path | None = None) -> dict[str, Path]:
     """Write report.html (and report.pdf) from the profile's executed notebooks; returns their paths."""
     root = root or project_root()
+    build_dir = Path(build_dir or root / "build" / profile)
     out_dir = Path(out_dir or report_dir(profile, root))
     out_dir.mkdir(parents=True, exist_ok=True)
-    notebooks = executed_notebooks(profile, root)
+    notebooks = executed_notebooks(build_dir, root)
     # The reader starts with the results (07); the steps that made them follow as an appendix.
     results = [p for p in notebooks if p.stem.startswith("07")]
     steps = [p for p in notebooks if not p.stem.startswith("07")]
@@ -109,11 +110,16 @@ def render_report(profile: str = "demo", out_dir: Path | None = None, root: Path
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Deepfake detection study ({profile})</title>"
             f"<style>{STYLE}</style></head><body>"
             f"<p class='meta'>Rendered {time.strftime('%Y-%m-%d %H:%M')} from the executed notebooks of the "
-            f"<code>{profile}</code> profile (build/{profile}/).</p>{toc}{body}</body></html>")
+            f"<code>{profile}</code> profile ({html.escape(str(build_dir))}).</p>{toc}{body}</body></html>")
     paths = {"html": out_dir / "report.html"}
     paths["html"].write_text(page, encoding="utf-8")
     if pdf:
+        import logging  # noqa: PLC0415
+
         from weasyprint import HTML  # noqa: PLC0415 - slow import
+
+        logging.getLogger("weasyprint").setLevel(logging.ERROR)  # font-subsetting notices are not the reader's problem
+        logging.getLogger("fontTools").setLevel(logging.ERROR)
 
         paths["pdf"] = out_dir / "report.pdf"
         HTML(string=page, base_url=str(out_dir)).write_pdf(paths["pdf"])

@@ -146,7 +146,7 @@ def leaderboard(runs: list[Run], level: str = "frame") -> pd.DataFrame:
             "run": "majority-class baseline", "model": "-", "variant": "-",
             **{label: "n/a" if base.get(key) is None else f"{base[key]:.3f}" for key, label in TABLE_METRICS.items()},
             "n": base.get("n"), "_auc": base.get("auc")}])], ignore_index=True)
-    return table.drop(columns="_auc").reset_index(drop=True)
+    return table.drop(columns="_auc").set_index("run")
 
 
 def best_run(runs: list[Run], level: str = "frame") -> Run:
@@ -222,11 +222,11 @@ def save_table(table: pd.DataFrame, folder: str | Path, name: str, md_columns: l
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A table written by save_table (an empty frame with a note when it does not exist yet)."""
+    """A CSV table written by a notebook (a one-row Note when it does not exist yet)."""
     path = Path(path)
     if not path.exists():
-        return pd.DataFrame({"note": [f"{path} does not exist: run notebook 06 (crop study) first"]})
-    return pd.read_csv(path, index_col=0)
+        return pd.DataFrame({"Note": [f"{path} does not exist: run the notebook that writes it first"]})
+    return pd.read_csv(path)
 
 
 def reliability_curves(runs: list[Run], n_bins: int = 10) -> dict[str, dict[str, pd.DataFrame]]:
@@ -287,7 +287,7 @@ def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
         text.append(f"{len(below)} of {len(runs)} runs are not distinguishable from chance (AUC interval includes 0.5): "
                     + ", ".join(below) + ".")
     if crop_table is not None and "Verdict" in crop_table.columns:
-        verdicts = "; ".join(f"{model}: {verdict}" for model, verdict in crop_table["Verdict"].items())
+        verdicts = "; ".join(f"{model}: {verdict}" for model, verdict in zip(crop_table["Model"], crop_table["Verdict"]))
         text.append(f"Crop study (full face vs eyes + lower face, McNemar on the same test faces): {verdicts}.")
     return {"best_run": best.name, "frame": frame, "video": video, "baseline": base, "text": " ".join(text)}
 
