@@ -71,6 +71,20 @@ def map_back(faces: list[Face], scale: float) -> list[Face]:
     return [Face(box=f.box / scale, confidence=f.confidence, landmarks=f.landmarks / scale) for f in faces]
 
 
+def mtcnn_min_face(min_side: int, wanted: float, scale_factor: float) -> int:
+    """The largest MTCNN min_face_size, at most `wanted` (and at least 12), that mtcnn 1.0 can run on this image.
+
+    mtcnn 1.0 counts its pyramid levels as if the pyramid started at scale 1, whatever min_face_size
+    says, so a larger min_face_size pushes the last level below PNet's 12 px input and detect_faces
+    raises "The convolution operation resulted in an empty output" (for 0.709, anything above 20 can).
+    """
+    levels = round(-(np.log(min_side / 12) / np.log(scale_factor) + 1))  # as mtcnn's build_scale_pyramid
+    size = max(12, round(wanted))
+    while size > 12 and min_side * (12 / size) * scale_factor ** (levels - 1) < 12:
+        size -= 1
+    return size
+
+
 class FaceDetector:
     """MTCNN that stays quiet, bounds its threads, and detects on a downscaled copy.
 
@@ -79,7 +93,7 @@ class FaceDetector:
     """
 
     def __init__(self, detect_max_side: int = 640, min_face_size: int = 20, threads: int | None = None,
-                 device: str | None = None):
+                 device: str | None = None, scale_factor: float = 0.709):
         tf = import_tensorflow(threads)
         from mtcnn import MTCNN  # noqa: PLC0415 - TensorFlow must be configured first
 
@@ -88,6 +102,8 @@ class FaceDetector:
         self.detector = MTCNN(device=device)
         self.detect_max_side = int(detect_max_side)
         self.min_face_size = int(min_face_size)
+        # Ratio between MTCNN's pyramid levels (mtcnn's default 0.709); 0.6 runs fewer, coarser levels.
+        self.scale_factor = float(scale_factor)
 
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
         """Faces in each RGB uint8 image, most confident first; images of equal size go in one batch."""
@@ -105,8 +121,10 @@ class FaceDetector:
         for indices in by_shape.values():
             batch = [small[i] for i in indices]
             # MTCNN's minimum face size is in pixels of the copy it sees.
-            min_size = max(12, round(self.min_face_size * min(scales[i] for i in indices)))
-            rows = self.detector.detect_faces(batch, output_type="numpy", box_format="xyxy", min_face_size=min_size)
+            min_size = mtcnn_min_face(min(batch[0].shape[:2]), self.min_face_size * min(scales[i] for i in indices),
+                                      self.scale_factor)
+            rows = self.detector.detect_faces(batch, output_type="numpy", box_format="xyxy", min_face_size=min_size,
+                                               scale_factor=self.scale_factor)
             rows = np.asarray(rows, dtype=np.float64).reshape(-1, 16)
             for row in rows:
                 i = indices[int(row[0])]
@@ -138,10 +156,17 @@ def square_crop(image: np.ndarray, box, margin: float = 1.3, size: int = 224) ->
         raise ValueError(f"box {box} is empty")
     x0, y0 = x + w / 2 - side / 2, y + h / 2 - side / 2
     # The affine map samples exactly the square (sub-pixel included) and fills outside with black.
+    # warpAffine has no area filter (it runs INTER_AREA as INTER_LINEAR), so a big face shrunk in one
+    # step aliases. Sample at k x the output size (k = the shrink rounded up) and average k x k blocks,
+    # shifted so each block is centred where the one-step map would sample (to_crop_coords holds).
     scale = size / side
-    matrix = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]], dtype=np.float64)
-    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    k = max(1, int(np.ceil(1 / scale - 1e-9)))
+    fine, shift = scale * k, (k - 1) / 2
+    matrix = np.array([[fine, 0, shift - x0 * fine], [0, fine, shift - y0 * fine]], dtype=np.float64)
+    crop = cv2.warpAffine(image, matrix, (size * k, size * k), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if k > 1:
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     return crop, np.array([x0, y0, side])
 
 
@@ -233,10 +258,11 @@ COLUMNS = ["video_id", "part", "label", "original", "frame_index", "frame_path",
 _detector: FaceDetector | None = None
 
 
-def _init_detector(detect_max_side: int, threads: int) -> None:
+def _init_detector(detect_max_side: int, threads: int, min_face_size: int = 20, scale_factor: float = 0.709) -> None:
     global _detector
     cv2.setNumThreads(1)
-    _detector = FaceDetector(detect_max_side=detect_max_side, threads=threads)
+    _detector = FaceDetector(detect_max_side=detect_max_side, threads=threads, min_face_size=min_face_size,
+                             scale_factor=scale_factor)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -333,6 +359,8 @@ def extract_faces(
     margin: float = 1.3,
     min_confidence: float = 0.9,
     detect_max_side: int = 640,
+    min_face_size: int = 20,
+    scale_factor: float = 0.709,
     keep: str = "largest",
     regions=REGIONS,
     reuse_original_boxes: bool = True,
@@ -364,7 +392,7 @@ def extract_faces(
     threads = max(1, cpu_count() // workers)
     rows = run_stage(face_tasks(frames, settings), extract_group, out_dir=out_dir, stage="faces", shard=shard_,
                      workers=workers, desc="extracting faces", initializer=_init_detector,
-                     initargs=(detect_max_side, threads))
+                     initargs=(detect_max_side, threads, min_face_size, scale_factor))
     write_manifest(rows, out_dir / "faces.csv", COLUMNS, sort_by=["part", "video_id", "frame_index", "face_index"])
     return read_faces_manifest(out_dir / "faces.csv")
 
