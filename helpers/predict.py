@@ -1,0 +1,372 @@
+"""Score videos and images with a trained run: sample frames, find the face, classify, average per input.
+
+    python -m helpers.predict PATH [PATH...] --run RUN_DIR [--frames 32] [--json]
+
+PATH may be a video, an image or a folder; a folder is searched recursively (a DFDC-layout folder keeps
+its videos one level down, in its parts) and its videos and images are scored in sorted order; other
+files in it (metadata.json, CSVs) are ignored. Every input gets one result, whatever happens to it:
+`status` is ok, unreadable (missing, empty, corrupt or truncated), no_face, unsupported (not a video
+or image by its extension, or a folder with none inside) or error (an unexpected failure, named in
+`reason`, so one bad file never stops the rest).
+
+Faces are found and cropped as notebook 02 did for training (MTCNN, the largest face above
+MIN_CONFIDENCE, a square crop of MARGIN x the box at FACE_SIZE, cut to the run's region variant if it
+has one, JPEG at quality 95 as the crop files were), fitted to the run's image size and normalised as
+in training; a video's score is the mean fake probability of its faces.
+
+Only decoding, detection and the classifier cost time, so:
+- a video's sampled frames are decoded in one forward pass (`frames.read_frames`): DFDC videos have so
+  few keyframes that 32 seeks took 35-55 s on a 1080p clip, against 2-4 s for grabbing all 300 frames;
+- MTCNN searches the whole (downscaled) frame only on key frames, every DETECT_EVERY-th sampled
+  frame and the last; in the frames between, it searches a small square around where the face is
+  expected (the key frames' boxes interpolated), which costs a few percent of a whole-frame search
+  and still gives that frame's own box and landmarks (see bench/predict_latency.py for the effect);
+- all the faces of an input go through the classifier in one batch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Before torch loads OpenMP (no effect once it has): idle OpenMP threads otherwise spin, and on a machine
+# whose cores are busy with other work that made a batch of 32 faces 2-5x slower (bench/predict_latency.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from helpers.datasets import VARIANT_COLUMNS, fit_square, to_tensor  # noqa: E402
+from helpers.faces import (Face, FaceDetector, crop_regions, read_image, select_faces, square_crop,  # noqa: E402
+                           to_crop_coords)
+from helpers.frames import VIDEO_EXTENSIONS, frame_indices, open_video, read_frames  # noqa: E402
+from helpers.runtime import cpu_count, progress, set_torch_threads  # noqa: E402
+from helpers.training import load_model, predict_logits  # noqa: E402
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+STATUSES = ("ok", "unreadable", "no_face", "unsupported", "error")
+# The square searched around a face's expected place between key frames: ROI_MARGIN x the expected
+# box's longer side, resized to ROI_SIZE px, so the face is ~ROI_SIZE / ROI_MARGIN px for MTCNN.
+ROI_MARGIN = 2.0
+ROI_SIZE = 160
+
+
+def kind_of(path: Path) -> str | None:
+    """'video' or 'image' by the file's extension, None for anything else."""
+    suffix = path.suffix.lower()
+    return "video" if suffix in VIDEO_EXTENSIONS else "image" if suffix in IMAGE_EXTENSIONS else None
+
+
+def expand_paths(paths) -> list[Path]:
+    """The inputs behind PATH arguments: files as given, folders replaced by their media files (recursive, sorted)."""
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and kind_of(p)
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            out.extend(inside or [path])  # an empty folder stays, to be reported
+        else:
+            out.append(path)
+    return out
+
+
+def expected_boxes(index: int, keys: list[int], boxes: dict[int, np.ndarray]) -> list[np.ndarray]:
+    """Where to look for the face at `index`, from the key frames around it that have one.
+
+    One box, linear between the two keys, when their boxes overlap (the same face, moving); both
+    keys' boxes when they do not (the largest face changed, e.g. two people); the nearest key's box
+    at either end.
+    """
+    before = [k for k in keys if k < index]
+    after = [k for k in keys if k > index]
+    if not before or not after:
+        return [boxes[before[-1] if before else after[0]]]
+    a, b = before[-1], after[0]
+    if box_iou(boxes[a], boxes[b]) < 0.2:
+        return [boxes[a], boxes[b]]
+    t = (index - a) / (b - a)
+    return [(1 - t) * boxes[a] + t * boxes[b]]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def from_roi(face: Face, square: np.ndarray, size: int) -> Face:
+    """A face found in a square_crop of `size` px (its square x0, y0, side) in the frame's pixels."""
+    x0, y0, side = square
+    s = side / size
+    box = np.array([face.box[0] * s + x0, face.box[1] * s + y0, face.box[2] * s, face.box[3] * s])
+    return Face(box=box, confidence=face.confidence, landmarks=face.landmarks * s + [x0, y0])
+
+
+class Predictor:
+    """A run's best model and one MTCNN, loaded once, scoring any number of videos and images.
+
+    frames: frames sampled uniformly per video. detect_every: key-frame spacing (1 = search every
+    frame whole). min_face_size: smallest face searched for, in input pixels; smaller ones may still be
+    found (mtcnn 1.0 can skip only part of its pyramid, see faces.mtcnn_min_face), and a higher floor
+    than the FaceDetector default halves the whole-frame search on 1080p frames. jpeg_quality: crops
+    pass through JPEG like notebook 02's files (0 = off). The run's variant (model.pt's, as
+    training.save_weights wrote it) picks the crop: the face, or its eyes/lower/eyes_lower region.
+    threads: CPU threads for torch and TensorFlow (0 = every core). device: torch device (None = cuda
+    when available).
+    """
+
+    def __init__(self, run_dir: str | Path, frames: int = 32, min_confidence: float = 0.9, margin: float = 1.3,
+                 face_size: int = 224, detect_max_side: int = 640, min_face_size: int = 60, detect_every: int = 4,
+                 jpeg_quality: int = 95, threads: int = 0, device: str | None = None,
+                 detector: FaceDetector | None = None, warm_up: bool = True):
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"run folder {run_dir} does not exist: pass --run a folder written by "
+                                    "helpers.training (data/processed/runs/<run>, from notebooks 04-05)")
+        if frames < 1 or detect_every < 1:
+            raise ValueError(f"frames and detect_every must be >= 1, got {frames} and {detect_every}")
+        started = time.perf_counter()
+        self.model, self.settings = load_model(run_dir)  # raises FileNotFoundError naming model.pt
+        self.variant, self.image_size = self.settings["variant"], int(self.settings["image_size"])
+        if self.variant not in VARIANT_COLUMNS:
+            raise ValueError(f"{run_dir / 'model.pt'}: unknown face variant {self.variant!r}")
+        self.threads = threads or cpu_count()
+        set_torch_threads(self.threads)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        model_seconds = time.perf_counter() - started
+        self.detector = detector or FaceDetector(detect_max_side=detect_max_side, min_face_size=min_face_size,
+                                                 threads=self.threads)
+        self.run_dir, self.frames, self.detect_every = run_dir, int(frames), int(detect_every)
+        self.min_confidence, self.margin, self.face_size = float(min_confidence), float(margin), int(face_size)
+        self.jpeg_quality = int(jpeg_quality)
+        if warm_up:  # TensorFlow and torch build their kernels on the first call: keep that out of per-file times
+            self.detector.detect([np.zeros((ROI_SIZE, ROI_SIZE, 3), np.uint8)])
+            self.classify([np.zeros((self.face_size, self.face_size, 3), np.uint8)], [None])
+        self.startup = {"model": model_seconds, "detector": time.perf_counter() - started - model_seconds}
+
+    # --- faces -------------------------------------------------------------------------------------
+
+    def largest(self, faces: list[Face]) -> Face | None:
+        selected = select_faces(faces, "largest", self.min_confidence)
+        return selected[0] if selected else None
+
+    def locate_faces(self, frames: list[np.ndarray]) -> list[Face | None]:
+        """The face to score in each frame (None where there is none), searching whole frames only on key frames."""
+        n = len(frames)
+        keys = sorted(set(range(0, n, self.detect_every)) | {n - 1})
+        found: dict[int, Face | None] = {}
+        for i, faces in zip(keys, self.detector.detect([frames[i] for i in keys])):
+            found[i] = self.largest(faces)
+        rest = [i for i in range(n) if i not in found]
+        tracked = [k for k in keys if found[k] is not None]
+        if rest and not tracked:  # nothing to follow: search the other frames whole
+            for i, faces in zip(rest, self.detector.detect([frames[i] for i in rest])):
+                found[i] = self.largest(faces)
+        elif rest:
+            boxes = {k: found[k].box for k in tracked}
+            searches = [(i, box) for i in rest for box in expected_boxes(i, tracked, boxes)]
+            rois = [square_crop(frames[i], box, ROI_MARGIN, ROI_SIZE) for i, box in searches]
+            best: dict[int, tuple] = {}
+            for (i, box), (_, square), faces in zip(searches, rois, self.detector.detect([roi for roi, _ in rois])):
+                for face in (from_roi(f, square, ROI_SIZE) for f in faces if f.confidence >= self.min_confidence):
+                    # the largest face where one was expected; one at the square's edge only when there is no such face
+                    score = (box_iou(face.box, box) >= 0.3, face.area)
+                    if i not in best or score > best[i][0]:
+                        best[i] = (score, face)
+            found.update({i: best[i][1] if i in best else None for i in rest})
+        return [found[i] for i in range(n)]
+
+    def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The model's input for one face: crop (and region) as notebook 02 wrote it, fitted to the image size."""
+        crop, square = square_crop(image, face.box, self.margin, self.face_size)
+        if self.variant != "full":
+            local = to_crop_coords(face.landmarks, square, self.face_size)
+            crop = crop_regions(crop, local, [self.variant])[self.variant]
+        if self.jpeg_quality:
+            _, buffer = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
+                                      [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            crop = cv2.cvtColor(cv2.imdecode(buffer, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        return fit_square(crop, self.image_size)
+
+    def classify(self, images: list[np.ndarray], faces: list[Face | None]) -> np.ndarray:
+        """Fake probability of each face (one batch); a None face is taken as the whole image (warm-up only)."""
+        crops = [self.crop(image, face) if face is not None else fit_square(image, self.image_size)
+                 for image, face in zip(images, faces)]
+        batch = torch.stack([to_tensor(c) for c in crops])
+        logits = predict_logits(self.model, [(batch, None, None)], self.device)
+        return 1 / (1 + np.exp(-logits.astype(np.float64)))
+
+    # --- inputs ------------------------------------------------------------------------------------
+
+    def predict_path(self, path: str | Path) -> dict:
+        """Score one video or image; never raises for a bad file (see `status` and `reason`).
+
+        Returns path, kind (video | image | None), status, reason, prob_fake (mean over the faces, None
+        without one), n_frames_sampled, n_faces (frames whose face was scored), seconds and timing
+        (decode, detect, classify seconds; cropping counts as classify).
+        """
+        path = Path(path)
+        result = {"path": str(path), "kind": kind_of(path), "status": "ok", "reason": "", "prob_fake": None,
+                  "n_frames_sampled": 0, "n_faces": 0, "seconds": 0.0,
+                  "timing": {"decode": 0.0, "detect": 0.0, "classify": 0.0}}
+        started = time.perf_counter()
+        try:
+            if path.is_dir():
+                result.update(status="unsupported", reason=f"{path}: the folder holds no videos or images "
+                              f"({', '.join(sorted(VIDEO_EXTENSIONS | IMAGE_EXTENSIONS))})")
+            elif not path.exists():
+                result.update(status="unreadable", reason=f"{path}: does not exist")
+            elif result["kind"] is None:
+                result.update(status="unsupported", reason=f"{path}: {path.suffix or 'no extension'} is neither a "
+                              "video nor an image extension; convert it or rename it if it is one")
+            else:
+                self._score(path, result)
+        except Exception as err:  # noqa: BLE001 - one input's failure must not stop the others
+            result.update(status="error", reason=f"{path}: {type(err).__name__}: {err}", prob_fake=None)
+        result["seconds"] = time.perf_counter() - started
+        return result
+
+    def predict_paths(self, paths, show_progress: bool = False) -> list[dict]:
+        """Results for every input behind `paths` (folders expanded), in order."""
+        inputs = expand_paths(paths)
+        return [self.predict_path(p) for p in progress(inputs, desc="scoring", unit="file",
+                                                        disable=not show_progress)]
+
+    def _score(self, path: Path, result: dict) -> None:
+        timing = result["timing"]
+        clock = time.perf_counter()
+        try:
+            if result["kind"] == "image":
+                frames = [read_image(str(path))]
+            else:
+                frames = self.read_video(path)
+        except (ValueError, OSError, cv2.error) as err:
+            message = str(err)
+            reason = message if message.startswith(str(path)) else f"{path}: {message}"  # read_image names it
+            result.update(status="unreadable", reason=reason)
+            return
+        finally:
+            timing["decode"] = time.perf_counter() - clock
+        result["n_frames_sampled"] = len(frames)
+
+        clock = time.perf_counter()
+        if result["kind"] == "image":
+            all_faces = self.detector.detect(frames)[0]
+            faces = [self.largest(all_faces)]
+        else:
+            all_faces, faces = None, self.locate_faces(frames)
+        timing["detect"] = time.perf_counter() - clock
+
+        used = [(frame, face) for frame, face in zip(frames, faces) if face is not None]
+        if not used:
+            where = "the image" if result["kind"] == "image" else f"any of the {len(frames)} sampled frames"
+            best = max((f.confidence for f in all_faces), default=None) if all_faces is not None else None
+            detail = f" (best confidence {best:.2f})" if best is not None else ""
+            result.update(status="no_face", reason=f"{path}: no face with confidence >= {self.min_confidence} "
+                          f"in {where}{detail}")
+            return
+        clock = time.perf_counter()
+        probs = self.classify([frame for frame, _ in used], [face for _, face in used])
+        timing["classify"] = time.perf_counter() - clock
+        result.update(prob_fake=float(probs.mean()), n_faces=len(used))
+
+    def read_video(self, path: Path) -> list[np.ndarray]:
+        """The sampled frames of a video (uniform), decoded in one pass; ValueError saying why it cannot be read."""
+        cap, info = open_video(path)
+        try:
+            indices = frame_indices(info["n_frames"], self.frames, "uniform", 0, str(path))
+            return [frame for _, frame in read_frames(cap, indices)]
+        finally:
+            cap.release()
+
+
+def make_untrained_run(run_dir: str | Path, model: str = "resnet50", image_size: int = 128,
+                       model_kwargs: dict | None = None, variant: str = "full", seed: int = 0) -> Path:
+    """A run folder holding a randomly initialised model (model.pt as training.save_weights writes it, config.json).
+
+    For tests and benchmarks, which need predict's whole path and its real cost but no trained weights.
+    """
+    from helpers.models import build_model  # noqa: PLC0415
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    net = build_model(model, image_size=image_size, **(model_kwargs or {}))
+    settings = {"model": model, "image_size": int(image_size), "model_kwargs": dict(model_kwargs or {}),
+                "variant": variant}
+    torch.save({"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, **settings},
+               run_dir / "model.pt")
+    (run_dir / "config.json").write_text(json.dumps({**settings, "run_name": run_dir.name, "untrained": True},
+                                                    indent=2))
+    return run_dir
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else "..." + text[-(width - 3):]
+
+
+def format_table(results: list[dict]) -> str:
+    """Fixed-width table, one line per input, then a count by status."""
+    width = min(60, max([4] + [len(r["path"]) for r in results]))
+    header = (f"{'path':<{width}}  {'kind':<5}  {'status':<11}  {'p(fake)':>7}  {'faces':>7}  {'seconds':>7}  "
+              f"{'decode':>6}  {'detect':>6}  {'classify':>8}  reason")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        prob = f"{r['prob_fake']:.3f}" if r["prob_fake"] is not None else "-"
+        faces = f"{r['n_faces']}/{r['n_frames_sampled']}"
+        t = r["timing"]
+        lines.append(f"{_short(r['path'], width):<{width}}  {r['kind'] or '-':<5}  {r['status']:<11}  {prob:>7}  "
+                     f"{faces:>7}  {r['seconds']:>7.2f}  {t['decode']:>6.2f}  {t['detect']:>6.2f}  "
+                     f"{t['classify']:>8.2f}  {r['reason']}".rstrip())
+    counts = {s: sum(r["status"] == s for r in results) for s in STATUSES}
+    lines.append(f"{len(results)} input(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.predict",
+                                     description="Fake probability of videos and images, from a trained run.")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="videos, images or folders of them (recursive)")
+    parser.add_argument("--run", required=True, type=Path, metavar="RUN_DIR",
+                        help="a run folder with model.pt (data/processed/runs/<run>)")
+    parser.add_argument("--frames", type=int, default=32, help="frames sampled uniformly per video (default 32)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument("--detect-every", type=int, default=4,
+                        help="search whole frames on every k-th sampled frame, near the face between (1 = all)")
+    parser.add_argument("--detect-max-side", type=int, default=640, help="MTCNN sees frames shrunk to this side")
+    parser.add_argument("--min-confidence", type=float, default=0.9,
+                        help="MTCNN confidence below which a face is ignored")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = every core)")
+    args = parser.parse_args(argv)
+    if args.frames < 1 or args.detect_every < 1:
+        parser.error("--frames and --detect-every must be >= 1")
+    started = time.perf_counter()
+    try:
+        predictor = Predictor(args.run, frames=args.frames, detect_every=args.detect_every,
+                              detect_max_side=args.detect_max_side, min_confidence=args.min_confidence,
+                              threads=args.threads)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        print(f"predict: {err}", file=sys.stderr)
+        return 2
+    print(f"predict: start-up {time.perf_counter() - started:.1f} s (model {predictor.startup['model']:.1f} s, "
+          f"detector {predictor.startup['detector']:.1f} s)", file=sys.stderr)
+    results = predictor.predict_paths(args.paths, show_progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
