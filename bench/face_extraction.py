@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.faces import Face, FaceDetector, read_image  # noqa: E402
+from helpers.faces import Face, FaceDetector, box_iou, read_image  # noqa: E402
 from helpers.frames import group_key, sample_frames, usable  # noqa: E402
 from helpers.runtime import cpu_count, import_tensorflow  # noqa: E402
 
@@ -89,15 +89,6 @@ def ours_detect(detector: FaceDetector, frames: list[dict], reuse: bool) -> tupl
     return results, len(reused)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def compare(reference: list[list[Face]], candidate: list[list[Face]], large_px: float) -> dict:
     """Recall of `candidate` against the confident faces of `reference`, and landmark errors of the matches."""
     wanted = matched = wanted_large = matched_large = frames = same_largest = 0
@@ -110,12 +101,12 @@ def compare(reference: list[list[Face]], candidate: list[list[Face]], large_px: 
         confident = [f for f in ours if f.confidence >= MIN_CONFIDENCE]
         if refs:
             frames += 1
-            same_largest += int(bool(confident) and iou(refs[0].box, confident[0].box) >= MIN_IOU)
+            same_largest += int(bool(confident) and box_iou(refs[0].box, confident[0].box) >= MIN_IOU)
         for ref in refs:
             large = int(min(ref.box[2], ref.box[3]) >= large_px)
             wanted += 1
             wanted_large += large
-            scores = [iou(ref.box, f.box) for f in ours]
+            scores = [box_iou(ref.box, f.box) for f in ours]
             if not scores or max(scores) < MIN_IOU:
                 continue
             matched += 1

@@ -53,6 +53,15 @@ def to_rgb(image: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if channel_order == "BGR" else np.ascontiguousarray(image)
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     """Shrink `image` so its longer side is at most `max_side` (0 = never); returns it and the scale used."""
     height, width = image.shape[:2]

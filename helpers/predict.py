@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from helpers.datasets import VARIANT_COLUMNS, fit_square, to_tensor  # noqa: E402
-from helpers.faces import (Face, FaceDetector, crop_regions, read_image, select_faces, square_crop,  # noqa: E402
-                           to_crop_coords)
+from helpers.faces import (Face, FaceDetector, box_iou, crop_regions, read_image, select_faces,  # noqa: E402
+                           square_crop, to_crop_coords)
 from helpers.frames import VIDEO_EXTENSIONS, frame_indices, open_video, read_frames  # noqa: E402
 from helpers.runtime import cpu_count, progress, set_torch_threads  # noqa: E402
 from helpers.training import load_model, predict_logits  # noqa: E402
@@ -90,15 +90,6 @@ def expected_boxes(index: int, keys: list[int], boxes: dict[int, np.ndarray]) ->
         return [boxes[a], boxes[b]]
     t = (index - a) / (b - a)
     return [(1 - t) * boxes[a] + t * boxes[b]]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def from_roi(face: Face, square: np.ndarray, size: int) -> Face:

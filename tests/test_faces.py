@@ -235,11 +235,10 @@ def test_downscale_and_map_back_are_inverse():
     assert faces.map_back(found, 1.0) is found
 
 
-def box_iou(a, b) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0, x1 - x0) * max(0, y1 - y0)
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+def test_box_iou():
+    assert faces.box_iou(np.array([0, 0, 10, 10]), np.array([0, 0, 10, 10])) == 1.0
+    assert faces.box_iou(np.array([0, 0, 10, 10]), np.array([5, 0, 10, 10])) == pytest.approx(50 / 150)
+    assert faces.box_iou(np.array([0, 0, 10, 10]), np.array([20, 20, 5, 5])) == 0.0
 
 
 def test_detecting_on_a_downscaled_copy_maps_back_to_the_frame(detector):
@@ -250,7 +249,7 @@ def test_detecting_on_a_downscaled_copy_maps_back_to_the_frame(detector):
     a, b = full[0], small[0]
     assert a.confidence > 0.95 and b.confidence > 0.95
     assert 400 <= a.box[0] + a.box[2] / 2 <= 520 and 200 <= a.box[1] + a.box[3] / 2 <= 320
-    assert box_iou(a.box, b.box) >= 0.8
+    assert faces.box_iou(a.box, b.box) >= 0.8
     assert np.linalg.norm(a.landmarks - b.landmarks, axis=1).max() < 5
     left_eye, right_eye, nose, mouth_left, mouth_right = a.landmarks  # image coordinates, MTCNN's order
     assert left_eye[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
