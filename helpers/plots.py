@@ -239,8 +239,12 @@ def curves_overview(histories: dict[str, pd.DataFrame]):
 def reliability_diagrams(curves: dict[str, dict[str, pd.DataFrame]]):
     """Reliability diagrams, one panel per run: frac. FAKE vs mean predicted prob, before/after temperature."""
     n = max(1, len(curves))
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.4), squeeze=False)
-    for ax, (name, pair) in zip(axes[0], curves.items()):
+    ncols = min(n, 4)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (name, pair) in zip(axes.flat, curves.items()):
         ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
         for label, table in pair.items():
             ax.plot(table.mean_prob, table.frac_fake, "o-", markersize=3, label=label)
@@ -249,7 +253,8 @@ def reliability_diagrams(curves: dict[str, dict[str, pd.DataFrame]]):
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("observed share FAKE")
+    for row in axes:
+        row[0].set_ylabel("observed share FAKE")
     fig.tight_layout()
     return fig
 

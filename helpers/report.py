@@ -33,7 +33,9 @@ nav.toc { background: #fafafa; border: 1px solid #ddd; padding: .5em 1.5em; }
 nav.toc ul { list-style: none; padding-left: 1em; margin: .2em 0; }
 .meta { color: #666; font-size: 9pt; }
 .stderr, .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] { display: none; }
-@page { size: A4; margin: 1.6cm; }
+td { word-break: break-word; }
+@page { size: A4; margin: 1.4cm; }
+@media print { table { font-size: 7pt; } th, td { padding: 1px 3px; } }
 """
 
 HEADING = re.compile(r"<h([12])([^>]*)>(.*?)</h\1>", re.S)
