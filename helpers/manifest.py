@@ -9,6 +9,7 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -130,7 +131,11 @@ def _run_pool(todo, work, fh, done, bar, workers, initializer, initargs) -> None
     # Keep only a few tasks queued per worker so an interruption leaves little half-done work.
     pending = {}
     queue = iter(todo)
-    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as pool:
+    # "spawn", not fork: a process that already runs TensorFlow, torch or OpenCV threads (a notebook
+    # kernel, a test session) can hand a forked child a lock that no thread will ever release.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs,
+                             mp_context=context) as pool:
         def submit_next() -> bool:
             task = next(queue, None)
             if task is None:
