@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from helpers.runtime import import_tensorflow
+from helpers.frames import group_key, read_frames_manifest
+from helpers.manifest import parse_shard, read_manifest, run_stage, write_manifest
+from helpers.runtime import cpu_count, import_tensorflow, worker_count
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -354,8 +356,6 @@ def extract_group(task: dict) -> list[dict]:
 
 def face_tasks(frames: pd.DataFrame, settings: dict) -> list[dict]:
     """One task per fake/original group, holding the group's usable frames."""
-    from helpers.frames import group_key  # noqa: PLC0415
-
     usable = frames[frames.status == "ok"]
     groups: dict[str, list[dict]] = {}
     for frame in usable.to_dict("records"):
@@ -385,10 +385,6 @@ def extract_faces(
     Resumable like sample_frames: finished groups are journaled under `out_dir/_journal`.
     workers: processes, each with its own MTCNN (0 = one per core); TensorFlow's threads are shared out.
     """
-    from helpers.frames import read_frames_manifest  # noqa: PLC0415
-    from helpers.manifest import parse_shard, run_stage, write_manifest  # noqa: PLC0415
-    from helpers.runtime import cpu_count, worker_count  # noqa: PLC0415
-
     select_faces([], keep, min_confidence)  # validates KEEP before any work
     crop_regions(np.zeros((8, 8, 3), np.uint8), np.array([[2, 3], [6, 3], [4, 4], [3, 6], [5, 6]]), regions)
     if face_size < 16:
@@ -411,14 +407,7 @@ def extract_faces(
 
 def read_faces_manifest(path: str | Path) -> pd.DataFrame:
     """Read faces.csv with ids as strings and integer columns as integers."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 02 (face cropping) first")
-    faces = pd.read_csv(path, dtype={"video_id": str, "original": str, "part": str, "reason": str})
-    for column in ("frame_index", "face_index"):
-        faces[column] = faces[column].astype("Int64")
-    faces["reason"] = faces["reason"].fillna("")
-    return faces
+    return read_manifest(path, "notebook 02 (face cropping)", ("frame_index", "face_index"))
 
 
 # --- Summaries for the notebook --------------------------------------------------------------------

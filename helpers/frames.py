@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from helpers.manifest import parse_shard, run_stage, stable_hash, write_manifest
+from helpers.manifest import parse_shard, read_manifest, run_stage, stable_hash, write_manifest
 from helpers.runtime import worker_count
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -260,14 +260,7 @@ def sample_frames(
 
 def read_frames_manifest(path: str | Path) -> pd.DataFrame:
     """Read frames.csv with its integer columns as integers (empty where a video was skipped)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (frame sampling) first")
-    frame = pd.read_csv(path, dtype={"video_id": str, "original": str, "part": str, "reason": str})
-    for column in ("frame_index", "n_frames", "width", "height"):
-        frame[column] = frame[column].astype("Int64")
-    frame["reason"] = frame["reason"].fillna("")
-    return frame
+    return read_manifest(path, "notebook 01 (frame sampling)", ("frame_index", "n_frames", "width", "height"))
 
 
 def usable(manifest: pd.DataFrame) -> pd.DataFrame:

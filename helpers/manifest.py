@@ -171,3 +171,24 @@ def write_manifest(rows: Iterable[dict], path: Path, columns: Sequence[str], sor
     frame.to_csv(tmp, index=False)
     os.replace(tmp, path)  # never leave a half-written manifest behind
     return frame
+
+
+ID_COLUMNS = ("video_id", "original", "part", "reason")
+
+
+def read_manifest(path: str | Path, written_by: str, int_columns: Sequence[str] = (),
+                  str_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a stage's manifest CSV: ids as strings, counts as nullable integers, empty reasons as "".
+
+    `written_by` names the notebook to run when the file is missing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run {written_by} first")
+    frame = pd.read_csv(path, dtype={c: str for c in (*ID_COLUMNS, *str_columns)})
+    for column in int_columns:
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    if "reason" in frame:
+        frame["reason"] = frame["reason"].fillna("")
+    return frame

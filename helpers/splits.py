@@ -31,6 +31,7 @@ import pandas as pd
 from helpers.faces import COLUMNS as FACE_COLUMNS
 from helpers.faces import read_faces_manifest
 from helpers.frames import video_id_of
+from helpers.manifest import read_manifest
 from helpers import runtime
 
 SPLITS = ("train", "val", "test")
@@ -618,17 +619,8 @@ def write_split(split: pd.DataFrame, path: str | Path) -> None:
 
 def read_split(path: str | Path) -> pd.DataFrame:
     """Read split.csv (written by notebook 03) with ids as strings and integer columns as integers."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 03 (split) first")
-    split = pd.read_csv(path, dtype={"video_id": str, "original": str, "part": str, "reason": str, "group": str,
-                                     "split": str, **{c: str for c in IDENTITY_COLUMNS}})
-    for column in ("frame_index", "face_index", "nearest_train_distance"):
-        if column in split:
-            split[column] = split[column].astype("Int64")
-    if "reason" in split:
-        split["reason"] = split["reason"].fillna("")
-    return split
+    return read_manifest(path, "notebook 03 (split)", ("frame_index", "face_index", "nearest_train_distance"),
+                         ("group", "split", *IDENTITY_COLUMNS))
 
 
 def read_audit(path: str | Path) -> dict:
