@@ -6,7 +6,9 @@ agrees with the `val/acc` logged during training.
 
 Every metric is a weighted sum over items, so one code path (`_weighted_metrics`) serves both the
 point estimate (all weights 1) and the bootstrap (weights = how often each item was drawn), and a
-thousand resamples are a few matrix products instead of a thousand Python loops.
+thousand resamples are a few matrix products instead of a thousand Python loops. The same weights
+serve the paired comparison of two detectors (`paired_bootstrap`) and the pooling of training seeds
+(`hierarchical_bootstrap`), so every interval in the study resamples the same independent units.
 """
 from __future__ import annotations
 
@@ -18,7 +20,18 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-METRICS = ("accuracy", "balanced_accuracy", "auc", "log_loss", "eer", "n", "n_fake", "n_real")
+METRICS = (
+    "accuracy", "balanced_accuracy", "auc", "log_loss", "eer", "tpr_at_1fpr", "ap", "n", "n_fake", "n_real",
+)
+# The metrics `paired_bootstrap` and `hierarchical_paired_bootstrap` compare.
+PAIRED_METRICS = ("auc", "balanced_accuracy")
+# tpr_at_1fpr: the operating point a screening service cares about, few real videos flagged.
+FPR_LIMIT = 0.01
+INTERVAL_METHOD = "percentile bootstrap"
+THRESHOLD_RULES = ("balanced_accuracy", "accuracy")
+# Platt scaling adds PLATT_RIDGE * (slope^2 + intercept^2) / 2 to the summed log loss: a prior too
+# weak to matter on real data, but it keeps separable or one-class validation sets finite.
+PLATT_RIDGE = 1e-3
 PROB_CLIP = 1e-7
 # Bootstrap resamples are processed in blocks of about this many (resample, item) cells, so a
 # block's weight matrix stays near 16 MB whatever n_boot and the number of items are.
@@ -121,12 +134,20 @@ def _weighted_metrics(s: _Sorted, w: np.ndarray) -> dict[str, np.ndarray]:
         above_or_tied = np.einsum("ij,ij->i", pos_l, fp) - 0.5 * np.einsum("ij,ij->i", pos_l, neg_l)
         auc = 1 - above_or_tied / (pos * neg)
         eer = _eer(tp, fp, pos, neg)
+        # TP only grows as the threshold falls, so the best TPR within the FPR limit is the TPR at the
+        # last ROC point inside it; the point (0, 0) before the first level is always inside.
+        inside = fp <= FPR_LIMIT * neg[:, None] * (1 + 1e-12)
+        tpr_at_fpr = np.where(inside, tp, 0.0).max(axis=1) / pos
+        # Average precision as scikit-learn defines it: the precision at each level, weighted by the
+        # recall the level adds (no interpolation); levels not yet holding any weight add nothing.
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        ap = np.einsum("ij,ij->i", pos_l, precision) / pos
     undefined = (pos == 0) | (neg == 0)
-    auc[undefined] = np.nan
-    eer[undefined] = np.nan
+    for values in (auc, eer, tpr_at_fpr, ap):
+        values[undefined] = np.nan
     return {
         "accuracy": accuracy, "balanced_accuracy": balanced, "auc": auc, "log_loss": log_loss, "eer": eer,
-        "n": total, "n_fake": pos, "n_real": neg,
+        "tpr_at_1fpr": tpr_at_fpr, "ap": ap, "n": total, "n_fake": pos, "n_real": neg,
     }
 
 
@@ -155,7 +176,7 @@ def _scalar(value: float, integer: bool = False):
 
 
 def binary_metrics(y_true: Iterable, prob: Iterable, threshold: float = 0.5) -> dict:
-    """Accuracy, balanced accuracy, ROC AUC, log loss, EER and counts for one set of predictions."""
+    """Accuracy, balanced accuracy, ROC AUC, log loss, EER, TPR at 1% FPR, average precision and counts."""
     y = labels_to_int(y_true)
     p = _probs(prob, len(y))
     s = _Sorted(y, p, threshold)
@@ -186,6 +207,48 @@ def _draw_weights(rng: np.random.Generator, rows: int, n: int, codes: np.ndarray
     return counts if codes is None else counts[:, codes]
 
 
+def _group_codes(groups: Iterable | None, n: int) -> tuple[np.ndarray | None, int]:
+    """Integer codes (sorted group order) of one group id per item, and the number of groups."""
+    if groups is None:
+        return None, n
+    g = pd.Series(list(groups) if not isinstance(groups, (pd.Series, np.ndarray)) else groups)
+    if len(g) != n:
+        raise ValueError(f"got {n} labels but {len(g)} group ids; pass one group id per item")
+    if g.isna().any():
+        raise ValueError(f"{int(g.isna().sum())} group ids are missing; every item needs one")
+    codes, uniques = pd.factorize(g, sort=True)
+    return codes, len(uniques)
+
+
+def _weight_blocks(rng: np.random.Generator, y: np.ndarray, n_boot: int, codes: np.ndarray | None, n_groups: int):
+    """Yield blocks of resample weights (columns in the order of `y`), redrawing resamples that lack a class.
+
+    Every metric is then computed on the same resamples, each holding both classes as the data do.
+    """
+    n = len(y)
+    both_classes = 0 < y.sum() < n
+    block = max(1, BLOCK_CELLS // n)
+    for start in range(0, n_boot, block):
+        rows = min(block, n_boot - start)
+        w = _draw_weights(rng, rows, n, codes, n_groups)
+        if both_classes:
+            for _ in range(MAX_REDRAWS):
+                pos = w @ y
+                bad = np.flatnonzero((pos == 0) | (pos == w.sum(axis=1)))
+                if not bad.size:
+                    break
+                w[bad] = _draw_weights(rng, bad.size, n, codes, n_groups)
+        yield w
+
+
+def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return math.nan, math.nan
+    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
 def bootstrap_ci(
     y_true: Iterable,
     prob: Iterable,
@@ -199,54 +262,201 @@ def bootstrap_ci(
 
     With `groups` (e.g. video ids) whole groups are resampled, because the faces of one video are not
     independent draws and an item bootstrap would give intervals that are too narrow. A resample that
-    lacks a class is drawn again (up to MAX_REDRAWS times), so every metric is computed on the same
-    resamples, each holding both classes as the data do; if the data themselves hold one class,
-    AUC and EER are NaN, and so are their intervals.
+    lacks a class is drawn again (up to MAX_REDRAWS times); if the data themselves hold one class,
+    AUC, EER, TPR at 1% FPR and AP are NaN, and so are their intervals.
     """
     y = labels_to_int(y_true)
     p = _probs(prob, len(y))
     s = _Sorted(y, p, threshold)
-    n = len(y)
     point = binary_metrics(y, p, threshold)
-    if groups is None:
-        codes, n_groups = None, n
-    else:
-        g = pd.Series(list(groups) if not isinstance(groups, (pd.Series, np.ndarray)) else groups)
-        if len(g) != n:
-            raise ValueError(f"got {n} labels but {len(g)} group ids; pass one group id per item")
-        if g.isna().any():
-            raise ValueError(f"{int(g.isna().sum())} group ids are missing; every item needs one")
-        codes_raw, uniques = pd.factorize(g, sort=True)
-        codes, n_groups = codes_raw[s.order], len(uniques)
-    both_classes = 0 < y.sum() < n
+    codes, n_groups = _group_codes(groups, len(y))
+    # Weights are drawn directly in score order (the codes follow the items there).
+    codes = None if codes is None else codes[s.order]
     rng = np.random.default_rng(seed)
-    blocks: list[dict[str, np.ndarray]] = []
-    block = max(1, BLOCK_CELLS // n)
-    for start in range(0, n_boot, block):
-        rows = min(block, n_boot - start)
-        w = _draw_weights(rng, rows, n, codes, n_groups)
-        if both_classes:
-            for _ in range(MAX_REDRAWS):
-                pos = w @ s.y
-                bad = np.flatnonzero((pos == 0) | (pos == w.sum(axis=1)))
-                if not bad.size:
-                    break
-                w[bad] = _draw_weights(rng, bad.size, n, codes, n_groups)
-        blocks.append(_weighted_metrics(s, w))
+    blocks = [_weighted_metrics(s, w) for w in _weight_blocks(rng, s.y, n_boot, codes, n_groups)]
     out = {}
     for key in METRICS:
-        values = np.concatenate([b[key] for b in blocks]) if blocks else np.array([])
-        values = values[np.isfinite(values)]
-        if values.size:
-            lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-        else:
-            lo = hi = math.nan
-        out[key] = {"value": point[key], "lo": float(lo), "hi": float(hi)}
+        lo, hi = _percentiles(np.concatenate([b[key] for b in blocks]) if blocks else np.array([]), alpha)
+        out[key] = {"value": point[key], "lo": lo, "hi": hi}
     return out
 
 
-def video_level(predictions: pd.DataFrame, score: str = "prob_fake") -> pd.DataFrame:
-    """One row per `video_id`: the mean face score, the label (and split), and `n_faces`."""
+def _seed_probs(y: np.ndarray, probs, name: str) -> np.ndarray:
+    """`probs` as an (n_seeds, n_items) array of checked probabilities."""
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be (n_seeds, n_items) probabilities; got shape {arr.shape}")
+    return np.stack([_probs(row, len(y)) for row in arr])
+
+
+def _seed_thresholds(threshold, n_seeds: int, name: str) -> list[float]:
+    t = np.atleast_1d(np.asarray(threshold, dtype=np.float64))
+    if t.size == 1:
+        return [float(t[0])] * n_seeds
+    if t.size != n_seeds:
+        raise ValueError(f"{name} has {t.size} values for {n_seeds} seeds; give one threshold or one per seed")
+    return [float(v) for v in t]
+
+
+def _seed_resamples(
+    y: np.ndarray, seed_sets: list[tuple[np.ndarray, list[float]]], groups, n_boot: int, seed: int
+) -> list[dict[str, np.ndarray]]:
+    """For each set of seeds, every metric on each resample of groups, averaged over seeds drawn with replacement.
+
+    All sets share the group weights (a paired comparison); each set draws its own seeds, because
+    two set-ups' training runs share nothing but the test items. With one seed the seed draw is a
+    no-op and this is the plain group bootstrap, on the same random stream as `bootstrap_ci`.
+    """
+    codes, n_groups = _group_codes(groups, len(y))
+    sorted_sets = [[_Sorted(y, p, t) for p, t in zip(probs, thresholds)] for probs, thresholds in seed_sets]
+    rng = np.random.default_rng(seed)
+    # A second stream for the seeds keeps the group draws identical whatever the number of seeds.
+    seed_rng = np.random.default_rng([seed, 1])
+    out: list[dict[str, list]] = [{k: [] for k in METRICS} for _ in seed_sets]
+    for w in _weight_blocks(rng, y.astype(np.float64), n_boot, codes, n_groups):
+        for acc, runs in zip(out, sorted_sets):
+            drawn = _draw_weights(seed_rng, w.shape[0], len(runs), None, len(runs))
+            total = {k: np.zeros(w.shape[0]) for k in METRICS}
+            for j, s in enumerate(runs):
+                m = _weighted_metrics(s, w[:, s.order])
+                for k in METRICS:
+                    # A seed drawn zero times adds nothing, even where its metric is NaN.
+                    total[k] += np.where(drawn[:, j] > 0, drawn[:, j] * m[k], 0.0)
+            for k in METRICS:
+                acc[k].append(total[k] / len(runs))
+    return [{k: np.concatenate(v) if v else np.array([]) for k, v in acc.items()} for acc in out]
+
+
+def _seed_point(y: np.ndarray, probs: np.ndarray, thresholds: list[float]) -> dict[str, float]:
+    runs = [binary_metrics(y, p, t) for p, t in zip(probs, thresholds)]
+    return {k: float(np.mean([r[k] for r in runs])) for k in METRICS}
+
+
+def hierarchical_bootstrap(
+    y_true: Iterable,
+    probs,
+    groups: Iterable | None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    threshold: float | Iterable[float] = 0.5,
+) -> dict[str, dict]:
+    """Seeds pooled: `{metric: {"value", "lo", "hi"}}` over (n_seeds, n_items) `probs` on the same items.
+
+    Each resample draws groups with replacement and seeds with replacement and averages each metric
+    over the drawn seeds, so the interval holds both the test-set and the training-seed variation.
+    `value` is the mean over seeds of the point metric; `threshold` is one value or one per seed.
+    """
+    y = labels_to_int(y_true)
+    p = _seed_probs(y, probs, "probs")
+    t = _seed_thresholds(threshold, len(p), "threshold")
+    point = _seed_point(y, p, t)
+    boot = _seed_resamples(y, [(p, t)], groups, n_boot, seed)[0]
+    out = {}
+    for k in METRICS:
+        lo, hi = _percentiles(boot[k], alpha)
+        out[k] = {"value": point[k], "lo": lo, "hi": hi}
+    return out
+
+
+def _bootstrap_p(diff: np.ndarray, n_boot: int) -> float:
+    """Two-sided bootstrap p-value of a difference: 2 * the smaller tail share beyond 0, at least 1 / n_boot."""
+    diff = diff[np.isfinite(diff)]
+    if not diff.size:
+        return math.nan
+    tail = min(float(np.mean(diff <= 0)), float(np.mean(diff >= 0)))
+    return float(min(1.0, max(2 * tail, 1 / max(n_boot, 1))))
+
+
+def hierarchical_paired_bootstrap(
+    y_true: Iterable,
+    probs_a,
+    probs_b,
+    groups: Iterable | None,
+    threshold_a: float | Iterable[float] = 0.5,
+    threshold_b: float | Iterable[float] = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, dict]:
+    """Detector b against a (each (n_seeds, n_items), seed counts may differ): diff = b - a per PAIRED_METRICS.
+
+    Returns `{metric: {"a", "b", "diff", "lo", "hi", "p_value"}}`: seed-mean point values, the
+    percentile interval of b - a and its two-sided bootstrap p-value, with groups resampled alike
+    for a and b and each detector's seeds drawn with replacement.
+    """
+    y = labels_to_int(y_true)
+    pa, pb = _seed_probs(y, probs_a, "probs_a"), _seed_probs(y, probs_b, "probs_b")
+    ta, tb = _seed_thresholds(threshold_a, len(pa), "threshold_a"), _seed_thresholds(threshold_b, len(pb), "threshold_b")
+    point_a, point_b = _seed_point(y, pa, ta), _seed_point(y, pb, tb)
+    boot_a, boot_b = _seed_resamples(y, [(pa, ta), (pb, tb)], groups, n_boot, seed)
+    out = {}
+    for k in PAIRED_METRICS:
+        diff = boot_b[k] - boot_a[k]
+        lo, hi = _percentiles(diff, alpha)
+        out[k] = {"a": point_a[k], "b": point_b[k], "diff": point_b[k] - point_a[k], "lo": lo, "hi": hi,
+                  "p_value": _bootstrap_p(diff, n_boot)}
+    return out
+
+
+def paired_bootstrap(
+    y_true: Iterable,
+    prob_a: Iterable,
+    prob_b: Iterable,
+    groups: Iterable | None,
+    threshold_a: float = 0.5,
+    threshold_b: float = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, dict]:
+    """Detector b against detector a on the same items: `{metric: {"a", "b", "diff", "lo", "hi", "p_value"}}`.
+
+    diff = b - a; both are scored on the same resamples of whole groups (items when `groups` is
+    None), so what the two share cancels; p_value is the two-sided bootstrap p of the difference.
+    """
+    return hierarchical_paired_bootstrap(
+        y_true, np.asarray(prob_a, dtype=np.float64).ravel()[None, :], np.asarray(prob_b, dtype=np.float64).ravel()[None, :],
+        groups, threshold_a, threshold_b, n_boot, seed, alpha,
+    )
+
+
+def holm(p_values: Iterable[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given: monotone in the raw p, capped at 1."""
+    p = np.asarray(list(p_values), dtype=np.float64)
+    if not p.size:
+        return []
+    if np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p-values must lie in [0, 1]; got {p.tolist()}")
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = stepped
+    return adjusted.tolist()
+
+
+def aggregate_face_scores(probs: Iterable) -> float:
+    """A video's score from its faces' P(FAKE) over all its frames: their mean (the one place that says so)."""
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    if not p.size:
+        raise ValueError("a video with no face scores cannot be scored; drop it or score its faces first")
+    return float(p.mean())
+
+
+def _one_per_video(df: pd.DataFrame, column: str, what: str) -> None:
+    counts = df.groupby("video_id")[column].nunique(dropna=False)
+    if (counts > 1).any():
+        raise ValueError(
+            f"{int((counts > 1).sum())} video(s) have faces with more than one {what} "
+            f"(e.g. {list(counts[counts > 1].index[:3])}); a video has one {what}, fix the manifest"
+        )
+
+
+def video_level(predictions: pd.DataFrame, score: str = "prob_fake", group_column: str = "group") -> pd.DataFrame:
+    """One row per `video_id`: the aggregated face score, the label (split and group when present), `n_faces`."""
     missing = [c for c in ("video_id", "label", score) if c not in predictions.columns]
     if missing:
         raise ValueError(f"predictions lack column(s) {missing}; expected video_id, label and {score}")
@@ -262,12 +472,15 @@ def video_level(predictions: pd.DataFrame, score: str = "prob_fake") -> pd.DataF
             f"{int((mixed > 1).sum())} video(s) have faces labelled both REAL and FAKE "
             f"(e.g. {list(mixed[mixed > 1].index[:3])}); a video has one label, fix the manifest"
         )
-    agg = {score: (score, "mean"), "label": ("label", "first"), "n_faces": (score, "size")}
-    if "split" in df.columns:
-        agg["split"] = ("split", "first")
+    carried = [c for c in ("split", group_column) if c in df.columns]
+    if group_column in df.columns:
+        # The group decides what a bootstrap resamples; a video split across two would be counted twice.
+        _one_per_video(df, group_column, f"'{group_column}' value")
+    agg = {score: (score, aggregate_face_scores), "label": ("label", "first")}
+    agg.update({c: (c, "first") for c in carried})
+    agg["n_faces"] = (score, "size")
     out = df.groupby("video_id", sort=True).agg(**agg).reset_index()
-    cols = ["video_id", score, "label"] + (["split"] if "split" in df.columns else []) + ["n_faces"]
-    return out[cols]
+    return out[["video_id", score, "label", *carried, "n_faces"]]
 
 
 def _prevalence(y_train) -> float:
@@ -277,13 +490,20 @@ def _prevalence(y_train) -> float:
     return float(y.mean())
 
 
-def majority_baseline(y_train: Iterable, y_test: Iterable) -> dict:
-    """Metrics of always guessing the training majority (probability = training share of FAKE)."""
+def majority_baseline(y_train: Iterable | None, y_test: Iterable, prevalence: float | None = None) -> dict:
+    """Metrics of always guessing the training majority (probability = training share of FAKE).
+
+    `prevalence`, when given, is that share (e.g. counted before class balancing) and `y_train` is ignored.
+    """
     y_test = labels_to_int(y_test)
+    if prevalence is None:
+        prevalence = _prevalence(y_train)
+    elif not 0 <= float(prevalence) <= 1:
+        raise ValueError(f"prevalence is the training share of FAKE, a number in [0, 1]; got {prevalence}")
     # A constant prob equal to the prevalence is called FAKE exactly when FAKE is the majority
     # (prob > 0.5; a 50/50 tie guesses REAL), and it is the best constant for log loss, so one
     # vector serves every metric.
-    return binary_metrics(y_test, np.full(len(y_test), _prevalence(y_train)))
+    return binary_metrics(y_test, np.full(len(y_test), float(prevalence)))
 
 
 def _video_train_labels(y_train) -> Any:
@@ -294,33 +514,68 @@ def _video_train_labels(y_train) -> Any:
     return y_train
 
 
-def evaluate(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 0, y_train=None, alpha: float = 0.05) -> dict:
+def evaluate(
+    predictions: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    y_train=None,
+    alpha: float = 0.05,
+    group_column: str = "group",
+    threshold: float = 0.5,
+    prevalence: float | None = None,
+) -> dict:
     """The `metrics.json` payload: frame- and video-level bootstrap intervals and majority baselines.
 
-    `predictions` has columns face_path, video_id, label, prob_fake (and split); every row is scored,
-    so filter to the test split first. Frame-level intervals resample whole videos. `y_train` is the
-    training labels (an array, used at both levels) or a training manifest with `video_id` and
-    `label` (its videos give the video-level prevalence). Without it the baseline guesses from the
-    test prevalence, which flatters the baseline: it could not know that share in advance.
+    `predictions` has columns face_path, video_id, label, prob_fake (split, and `group_column` when
+    known); every row is scored, so filter to the test split first. Intervals resample independent
+    units: the groups of `group_column` (e.g. an original and its fakes) at both levels when that
+    column exists, otherwise videos. `threshold` (prob > threshold calls FAKE) shapes accuracy and
+    balanced accuracy at both levels. The majority baseline guesses `prevalence` (the training FAKE
+    share before balancing) when given, else the share in `y_train` (training labels, or a training
+    manifest with `video_id` and `label` whose videos give the video-level share), else the test
+    share, which flatters the baseline: it could not know that share in advance.
     """
     if len(predictions) == 0:
         raise ValueError("predictions is empty; nothing to evaluate")
     y = labels_to_int(predictions["label"])
-    videos = video_level(predictions, "prob_fake")
+    videos = video_level(predictions, "prob_fake", group_column)
     y_video = labels_to_int(videos["label"])
-    if y_train is None:
-        train_frame, train_video = y, y_video
-    else:
+    grouped = group_column in predictions.columns
+    if grouped and predictions[group_column].isna().any():
+        raise ValueError(
+            f"{int(predictions[group_column].isna().sum())} prediction row(s) have no '{group_column}'; "
+            f"fill it for every face (from split.csv) or drop the column to resample videos instead"
+        )
+    frame_groups = predictions[group_column] if grouped else predictions["video_id"]
+    video_groups = videos[group_column] if grouped else None
+    if prevalence is not None:
+        train_frame = train_video = None
+        source = "train before balancing"
+    elif y_train is not None:
         train_frame = y_train["label"] if isinstance(y_train, pd.DataFrame) else y_train
         train_video = _video_train_labels(y_train)
+        source = "train"
+    else:
+        train_frame, train_video, source = y, y_video, "test"
+    frame_base = majority_baseline(train_frame, y, prevalence)
+    video_base = majority_baseline(train_video, y_video, prevalence)
     return {
-        "frame": bootstrap_ci(y, predictions["prob_fake"], n_boot, seed, alpha, groups=predictions["video_id"]),
-        "video": bootstrap_ci(y_video, videos["prob_fake"], n_boot, seed, alpha),
-        "baseline": {
-            "frame": majority_baseline(train_frame, y),
-            "video": majority_baseline(train_video, y_video),
+        "frame": bootstrap_ci(y, predictions["prob_fake"], n_boot, seed, alpha, groups=frame_groups, threshold=threshold),
+        "video": bootstrap_ci(y_video, videos["prob_fake"], n_boot, seed, alpha, groups=video_groups, threshold=threshold),
+        "baseline": {"frame": frame_base, "video": video_base},
+        "baseline_prevalence_from": source,
+        "baseline_prevalence": {
+            "frame": float(prevalence) if prevalence is not None else _prevalence(train_frame),
+            "video": float(prevalence) if prevalence is not None else _prevalence(train_video),
         },
-        "baseline_prevalence_from": "test" if y_train is None else "train",
+        "threshold": float(threshold),
+        "interval": {
+            "method": INTERVAL_METHOD,
+            "unit": group_column if grouped else "video",
+            "n_units": int(pd.Series(frame_groups).nunique()),
+            "n_boot": int(n_boot),
+            "alpha": float(alpha),
+        },
         "n_boot": int(n_boot),
         "alpha": float(alpha),
     }
