@@ -646,20 +646,98 @@ def _nll(z: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0.0, np.where(y == 1, -z, z))))
 
 
-def fit_temperature(logits: Iterable, y: Iterable) -> float:
-    """The T > 0 minimising the log loss of sigmoid(logits / T) (temperature scaling, Guo et al. 2017)."""
+def _logits_labels(logits: Iterable, y: Iterable) -> tuple[np.ndarray, np.ndarray]:
     z = np.asarray(logits, dtype=np.float64).ravel()
     yy = labels_to_int(y)
     if len(z) != len(yy):
         raise ValueError(f"got {len(z)} logits but {len(yy)} labels")
+    if not len(z):
+        raise ValueError("no logits to calibrate on: the validation set is empty")
     if not np.all(np.isfinite(z)):
         raise ValueError("logits contain NaN or infinity; compute them with metrics.logit on clipped probabilities")
+    return z, yy
+
+
+def fit_temperature(logits: Iterable, y: Iterable) -> float:
+    """The T > 0 minimising the log loss of sigmoid(logits / T) (temperature scaling, Guo et al. 2017)."""
+    z, yy = _logits_labels(logits, y)
     # Searching log T keeps T positive and treats halving and doubling alike.
     res = optimize.minimize_scalar(
         lambda log_t: _nll(z / math.exp(log_t), yy), bounds=(math.log(1e-2), math.log(1e2)), method="bounded",
         options={"xatol": 1e-6},
     )
     return float(math.exp(res.x))
+
+
+def fit_platt(logits: Iterable, y: Iterable) -> tuple[float, float]:
+    """(slope, intercept) minimising the log loss of sigmoid(slope * logit + intercept) (Platt scaling).
+
+    Unlike a temperature, the intercept removes a constant offset, such as the log(n_real / n_fake)
+    a class-weighted loss (`pos_weight`) adds to every logit. A ridge of PLATT_RIDGE * (slope^2 +
+    intercept^2) / 2 on the summed log loss keeps the answer finite when validation is separable or
+    holds one class; the fit is Newton's method (trust region) with the exact gradient and Hessian.
+    """
+    z, yy = _logits_labels(logits, y)
+    x = np.column_stack([z, np.ones_like(z)])
+    n = len(z)
+
+    def loss(theta):
+        t = x @ theta
+        return (np.logaddexp(0.0, np.where(yy == 1, -t, t)).sum() + 0.5 * PLATT_RIDGE * theta @ theta) / n
+
+    def grad(theta):
+        return (x.T @ (special.expit(x @ theta) - yy) + PLATT_RIDGE * theta) / n
+
+    def hess(theta):
+        q = special.expit(x @ theta)
+        return ((x * (q * (1 - q))[:, None]).T @ x + PLATT_RIDGE * np.eye(2)) / n
+
+    res = optimize.minimize(loss, np.array([1.0, 0.0]), jac=grad, hess=hess, method="trust-exact",
+                            options={"gtol": 1e-9})
+    slope, intercept = (float(v) for v in res.x)
+    if not (math.isfinite(slope) and math.isfinite(intercept)):  # pragma: no cover - the ridge prevents it
+        raise RuntimeError(f"Platt scaling did not converge ({res.message}); check the validation logits")
+    return slope, intercept
+
+
+def apply_platt(logits: Iterable, slope: float, intercept: float) -> np.ndarray:
+    """Calibrated probabilities sigmoid(slope * logits + intercept)."""
+    return special.expit(slope * np.asarray(logits, dtype=np.float64) + intercept)
+
+
+def choose_threshold(y_val: Iterable, prob_val: Iterable, rule: str = "balanced_accuracy") -> float:
+    """The threshold maximising validation balanced accuracy (Youden's J) or accuracy; `prob > t` calls FAKE.
+
+    Every threshold between two adjacent distinct scores makes the same calls, so the answer is the
+    midpoint of the best such interval (0 and 1 close the outer ones); best intervals that touch are
+    merged, and among separate ones the widest wins (the lowest on a further tie).
+    """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; use one of {THRESHOLD_RULES}")
+    y = labels_to_int(y_val)
+    p = _probs(prob_val, len(y))
+    n_fake = y.sum()
+    n_real = len(y) - n_fake
+    if rule == "balanced_accuracy" and (n_fake == 0 or n_real == 0):
+        raise ValueError("the validation set holds one class; balanced accuracy cannot choose a threshold")
+    levels = np.unique(p)
+    at = np.searchsorted(levels, p)
+    # Candidate k calls FAKE the items at levels >= k: k = 0 calls all FAKE, k = len(levels) none.
+    tp = n_fake - np.r_[0.0, np.cumsum(np.bincount(at, weights=y, minlength=len(levels)))]
+    fp = n_real - np.r_[0.0, np.cumsum(np.bincount(at, weights=1 - y, minlength=len(levels)))]
+    if rule == "balanced_accuracy":
+        score = 0.5 * (tp / n_fake + (n_real - fp) / n_real)
+    else:
+        score = (tp + n_real - fp) / len(y)
+    lower = np.r_[0.0 if levels[0] > 0 else -PROB_CLIP, levels]
+    upper = np.r_[levels, 1.0]
+    best = score >= score.max() - 1e-12
+    # Runs of touching best candidates: [first, last] index pairs.
+    edges = np.flatnonzero(np.diff(np.r_[0, best.astype(np.int8), 0]))
+    firsts, lasts = edges[::2], edges[1::2] - 1
+    widths = upper[lasts] - lower[firsts]
+    i = int(np.argmax(widths))
+    return float(0.5 * (lower[firsts[i]] + upper[lasts[i]]))
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -688,15 +766,22 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def calibration_summary(val_logits, val_y, test_logits, test_y, n_bins: int = 15) -> dict:
-    """Temperature fitted on validation, and test ECE / log loss before and after applying it."""
+    """Temperature and Platt scaling fitted on validation; test ECE and log loss before and after each.
+
+    `ece_after` and `log_loss_after` repeat the temperature rows (the keys of earlier reports).
+    """
     temperature = fit_temperature(val_logits, val_y)
-    before = apply_temperature(test_logits, 1.0)
-    after = apply_temperature(test_logits, temperature)
+    slope, intercept = fit_platt(val_logits, val_y)
     y = labels_to_int(test_y)
-    return {
-        "temperature": temperature,
-        "ece_before": expected_calibration_error(y, before, n_bins),
-        "ece_after": expected_calibration_error(y, after, n_bins),
-        "log_loss_before": binary_metrics(y, before)["log_loss"],
-        "log_loss_after": binary_metrics(y, after)["log_loss"],
+    probs = {
+        "before": apply_temperature(test_logits, 1.0),
+        "temperature": apply_temperature(test_logits, temperature),
+        "platt": apply_platt(test_logits, slope, intercept),
     }
+    out: dict[str, float] = {"temperature": temperature, "platt_slope": slope, "platt_intercept": intercept}
+    for name, prob in probs.items():
+        out[f"ece_{name}"] = expected_calibration_error(y, prob, n_bins)
+    for name, prob in probs.items():
+        out[f"log_loss_{name}"] = binary_metrics(y, prob)["log_loss"]
+    out["ece_after"], out["log_loss_after"] = out["ece_temperature"], out["log_loss_temperature"]
+    return out
