@@ -64,9 +64,22 @@ def load_crop(path: str, size: int) -> np.ndarray:
     return fit_square(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), size)
 
 
+def _file_stamp(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "absent"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def cache_path(paths: list[str], size: int, cache_dir: str | Path) -> Path:
-    """Where the cache of these crops at this size lives (the name changes when either changes)."""
-    digest = hashlib.sha1(("\n".join(paths) + f"\n{size}").encode()).hexdigest()[:16]
+    """Where the cache of these crops at this size lives; the name changes with the paths, the size or the files.
+
+    The files' sizes and modification times are part of the key: re-running notebook 02 with another
+    MARGIN rewrites the same paths with other crops, and those must not be served from an old cache.
+    """
+    stamps = "\n".join(f"{p}\t{_file_stamp(p)}" for p in paths)
+    digest = hashlib.sha1((stamps + f"\n{size}").encode()).hexdigest()[:16]
     return Path(cache_dir) / f"crops_{size}px_{len(paths)}_{digest}.npy"
 
 
@@ -236,6 +249,15 @@ class FaceDataModule(pl.LightningDataModule):
                 cache = build_cache([str(p) for p in part[column]], self.image_size, self.cache_dir)
             augment = Augment(self.augment, seed=self.seed) if (name == "train" and self.augment) else None
             self.datasets[name] = FaceDataset(part, self.variant, self.image_size, augment, cache)
+
+    def loader_for(self, frame: pd.DataFrame, name: str = "eval") -> DataLoader:
+        """A loader, in row order and without augmentation, over any faces of this variant (e.g. eval.csv's)."""
+        column = variant_column(self.variant)
+        frame = frame.reset_index(drop=True)
+        cache = build_cache([str(p) for p in frame[column]], self.image_size, self.cache_dir) if self.cache_dir else None
+        self.datasets[name] = FaceDataset(frame, self.variant, self.image_size, None, cache)
+        self.frames[name] = frame
+        return self._loader(name, shuffle=False)
 
     @property
     def pos_weight(self) -> float:

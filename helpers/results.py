@@ -32,6 +32,23 @@ class Run:
     def test(self) -> pd.DataFrame:
         return self.predictions[self.predictions.split == "test"]
 
+    @property
+    def val(self) -> pd.DataFrame:
+        return self.predictions[self.predictions.split == "val"]
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold chosen on validation (0.5 for runs written before it was recorded)."""
+        return float((self.metrics.get("threshold") or {}).get("value", 0.5))
+
+    @property
+    def val_auc(self) -> float:
+        """Validation AUC of the kept epoch (frame level): what chooses "the best" run, never test."""
+        value = ((self.metrics.get("val") or {}).get("frame") or {}).get("auc")
+        if value is None:
+            value = self.metrics.get("best_val_auc")
+        return float(value) if value is not None else float("nan")
+
 
 def load_run(path: str | Path) -> Run:
     """Read config.json, history.csv, predictions.csv and metrics.json of a run folder."""
@@ -44,8 +61,14 @@ def load_run(path: str | Path) -> Run:
 
 
 def find_runs(runs_dir: str | Path) -> list[Run]:
-    """Every finished run under `runs_dir` (folders holding a metrics.json), sorted by name."""
-    return [load_run(p.parent) for p in sorted(Path(runs_dir).rglob("metrics.json"))]
+    """Every finished run under `runs_dir` (folders holding a metrics.json), sorted by name.
+
+    Runs under a `_tuning` folder (the crop study's recipe search) are left out: they exist to
+    choose settings on validation, not to be reported.
+    """
+    root = Path(runs_dir)
+    return [load_run(p.parent) for p in sorted(root.rglob("metrics.json"))
+            if "_tuning" not in p.relative_to(root).parts]
 
 
 def fmt_interval(cell: dict | None, digits: int = 3) -> str:
@@ -73,26 +96,39 @@ def metrics_table(metrics: dict, level: str = "frame") -> pd.DataFrame:
 
 def confusion(predictions: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     """2x2 counts: rows = true label, columns = predicted label (FAKE when prob_fake > threshold)."""
-    truth = M.labels_to_int(predictions["label"])
-    called = (predictions["prob_fake"].to_numpy() > threshold).astype(int)
-    table = pd.DataFrame(0, index=["REAL", "FAKE"], columns=["REAL", "FAKE"])
-    for t, c in zip(truth, called):
-        table.iloc[t, c] += 1
-    table.index.name, table.columns.name = "true", "predicted"
-    return table
+    truth = pd.Categorical(np.where(M.labels_to_int(predictions["label"]) == 1, "FAKE", "REAL"), ["REAL", "FAKE"])
+    called = pd.Categorical(np.where(predictions["prob_fake"].to_numpy() > threshold, "FAKE", "REAL"),
+                            ["REAL", "FAKE"])
+    table = pd.crosstab(pd.Series(truth, name="true"), pd.Series(called, name="predicted"), dropna=False)
+    return table.reindex(index=["REAL", "FAKE"], columns=["REAL", "FAKE"], fill_value=0)
 
 
-def accuracy_noise(history: pd.DataFrame, n_val: int, column: str = "val/acc") -> float:
-    """Mean epoch-to-epoch change of val accuracy divided by its binomial standard error.
+def call_flips(run_dir: str | Path) -> dict:
+    """How many validation calls change between consecutive epochs (from val_probs.npy).
 
-    Around 1 or below, the curve's wiggles are what a validation set of `n_val` faces gives by chance;
-    well above 1, training itself is unstable (learning rate, batch size).
+    The validation set is the same every epoch, so epoch-to-epoch accuracy changes are not independent
+    binomial draws and a binomial band says nothing about them. What did move is the share of faces
+    whose call (raw P(FAKE) > 0.5) flips from one epoch to the next: `flip_share` is its mean over epoch
+    pairs, `net_change` the mean absolute change of the share called FAKE. Many flips with a small net
+    change means the model reshuffles its calls (unstable training) while the curves look calm.
     """
-    acc = history[column].dropna().to_numpy()
-    if len(acc) < 2 or n_val <= 0:
-        return float("nan")
-    p = float(np.clip(acc.mean(), 1e-3, 1 - 1e-3))
-    return float(np.abs(np.diff(acc)).mean() / np.sqrt(2 * p * (1 - p) / n_val))
+    path = Path(run_dir) / "val_probs.npy"
+    if not path.is_file():
+        return {"flip_share": float("nan"), "net_change": float("nan"), "epochs": 0}
+    probs = np.load(path)
+    if probs.shape[0] < 2:
+        return {"flip_share": float("nan"), "net_change": float("nan"), "epochs": int(probs.shape[0])}
+    calls = probs > 0.5
+    flips = (calls[1:] != calls[:-1]).mean(axis=1)
+    return {"flip_share": float(flips.mean()), "net_change": float(np.abs(np.diff(calls.mean(axis=1))).mean()),
+            "epochs": int(probs.shape[0])}
+
+
+def stability_table(runs: list["Run"]) -> pd.DataFrame:
+    """Per run: epochs, the share of validation calls flipping between consecutive epochs, and its net effect."""
+    rows = [{"run": run.name, **call_flips(run.path)} for run in runs]
+    table = pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+    return table.round(3)
 
 
 def roc_curve(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
@@ -132,28 +168,49 @@ ORIGINAL_STUDIES = [
 
 
 def leaderboard(runs: list[Run], level: str = "frame") -> pd.DataFrame:
-    """One row per run plus the majority-class baseline: test metrics with 95% intervals, best AUC first."""
+    """One row per run (test metrics with 95% intervals), ordered by validation AUC, plus the baseline.
+
+    The order and the `chosen` mark come from validation only; every run's test numbers are shown.
+    """
     rows = []
+    chosen = best_run(runs).name if runs else None
     for run in runs:
         m = run.metrics[level]
         rows.append({"run": run.name, "model": run.config.get("model"), "variant": run.config.get("variant"),
+                     "val AUC": round(run.val_auc, 3), "threshold": round(run.threshold, 3),
                      **{label: fmt_interval(m.get(key)) for key, label in TABLE_METRICS.items()},
-                     "n": (m.get("n") or {}).get("value"), "_auc": (m.get("auc") or {}).get("value") or float("nan")})
-    table = pd.DataFrame(rows).sort_values("_auc", ascending=False, na_position="last")
+                     "n": (m.get("n") or {}).get("value"), "chosen": "yes" if run.name == chosen else ""})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values("val AUC", ascending=False, na_position="last", kind="stable")
     if runs:
         base = runs[0].metrics["baseline"][level]
         table = pd.concat([table, pd.DataFrame([{
-            "run": "majority-class baseline", "model": "-", "variant": "-",
+            "run": "majority-class baseline", "model": "-", "variant": "-", "val AUC": None, "threshold": None,
             **{label: "n/a" if base.get(key) is None else f"{base[key]:.3f}" for key, label in TABLE_METRICS.items()},
-            "n": base.get("n"), "_auc": base.get("auc")}])], ignore_index=True)
-    return table.drop(columns="_auc").set_index("run")
+            "n": base.get("n"), "chosen": ""}])], ignore_index=True)
+    return table.set_index("run")
 
 
 def best_run(runs: list[Run], level: str = "frame") -> Run:
-    """The run with the highest test AUC."""
+    """The run with the highest VALIDATION AUC (frame level, the epoch-selection metric); never test.
+
+    Ties go to the run listed first. `level` is kept for old callers; the choice never looks at test.
+    """
     if not runs:
         raise ValueError("no finished runs: train with notebooks 04-06 first")
-    return max(runs, key=lambda r: (r.metrics[level].get("auc") or {}).get("value") or -1.0)
+    scored = [r for r in runs if np.isfinite(r.val_auc)]
+    if not scored:
+        raise ValueError("no run records a validation AUC: re-train with the current helpers.training")
+    return max(scored, key=lambda r: r.val_auc)
+
+
+def choice_note(runs: list[Run]) -> str:
+    """One sentence saying which run was chosen and how."""
+    best = best_run(runs)
+    return (f"The chosen model is {best.name}: the highest validation AUC ({best.val_auc:.3f}) of {len(runs)} runs; "
+            f"its decision threshold ({best.threshold:.3f}) and calibration were fitted on validation too, "
+            "and no choice looked at the test split.")
 
 
 def val_accuracy_at_best(run: Run) -> float | None:
@@ -164,7 +221,7 @@ def val_accuracy_at_best(run: Run) -> float | None:
 
 
 def compare_with_original(runs: list[Run]) -> pd.DataFrame:
-    """The original studies' accuracies beside ours (best full-face run of the same model)."""
+    """The original studies' accuracies beside ours (the full-face run of that model chosen on validation)."""
     rows = []
     for ref in ORIGINAL_STUDIES:
         mine = [r for r in runs if r.config.get("model") == ref["model"] and r.config.get("variant") == "full"]
@@ -187,22 +244,24 @@ def _pct(value) -> str:
 
 
 def calibration_table(runs: list[Run], n_bins: int = 15) -> pd.DataFrame:
-    """Per run: the temperature fitted on validation logits and test ECE / log loss before and after."""
+    """Per run: Platt slope/intercept and temperature fitted on validation; test ECE and log loss raw and after each."""
     rows = []
     for run in runs:
-        val, test = run.predictions[run.predictions.split == "val"], run.test
+        val, test = run.val, run.test
         if "logit" not in run.predictions or len(val) == 0 or len(test) == 0:
             continue
         summary = M.calibration_summary(val.logit, M.labels_to_int(val.label), test.logit, test.label, n_bins)
-        rows.append({"run": run.name, **{k: round(v, 4) for k, v in summary.items()}})
+        keep = ("platt_slope", "platt_intercept", "temperature", "log_loss_before", "log_loss_platt",
+                "log_loss_temperature", "ece_before", "ece_platt", "ece_temperature")
+        rows.append({"run": run.name, **{k: round(float(summary[k]), 4) for k in keep if k in summary}})
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
 
 
 def right_and_wrong(run: Run, n: int = 6, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Test faces the run gets right (most confident first) and wrong (most confidently wrong first)."""
+    """Test faces the run gets right (most confident first) and wrong (most confidently wrong first), at its threshold."""
     test = run.test.assign(y=M.labels_to_int(run.test.label))
-    test = test.assign(correct=(test.prob_fake > 0.5).astype(int) == test.y,
-                       confidence=np.abs(test.prob_fake - 0.5))
+    test = test.assign(correct=(test.prob_fake > run.threshold).astype(int) == test.y,
+                       confidence=np.abs(test.prob_fake - run.threshold))
     right = test[test.correct].sort_values("confidence", ascending=False).head(n)
     wrong = test[~test.correct].sort_values("confidence", ascending=False).head(n)
     return right, wrong
@@ -230,23 +289,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def reliability_curves(runs: list[Run], n_bins: int = 10) -> dict[str, dict[str, pd.DataFrame]]:
-    """Per run: the test reliability curve before and after temperature scaling fitted on validation."""
+    """Per run: the test reliability curve raw, after temperature scaling and after Platt scaling (fitted on val)."""
     curves = {}
     for run in runs:
-        val, test = run.predictions[run.predictions.split == "val"], run.test
+        val, test = run.val, run.test
         if "logit" not in run.predictions or len(val) == 0 or len(test) == 0:
             continue
-        temperature = M.fit_temperature(val.logit, M.labels_to_int(val.label))
+        y_val = M.labels_to_int(val.label)
+        temperature = M.fit_temperature(val.logit, y_val)
+        slope, intercept = M.fit_platt(val.logit, y_val)
         y = M.labels_to_int(test.label)
         curves[run.name] = {
             "raw": M.reliability_curve(y, M.apply_temperature(test.logit, 1.0), n_bins),
             f"T={temperature:.2f}": M.reliability_curve(y, M.apply_temperature(test.logit, temperature), n_bins),
+            "Platt": M.reliability_curve(y, M.apply_platt(test.logit, slope, intercept), n_bins),
         }
     return curves
 
 
 def explainable_runs(runs: list[Run]) -> list[Run]:
-    """The best full-face run of each model: the ones whose heatmaps the report shows."""
+    """The full-face run of each model chosen on validation: the ones whose heatmaps the report shows."""
     by_model: dict[str, list[Run]] = {}
     for run in runs:
         if run.config.get("variant") == "full":
@@ -267,29 +329,43 @@ def band_mass_table(runs: list[Run], faces: pd.DataFrame, n: int = 64, seed: int
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
 
 
+def at_chance(run: Run, level: str = "video") -> bool:
+    """True when the run's test AUC interval at `level` includes 0.5 (or is missing)."""
+    auc = run.metrics[level].get("auc") or {}
+    return auc.get("lo") is None or auc["lo"] <= 0.5
+
+
 def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
-    """The study's headline numbers and a paragraph that says them, computed from the runs."""
+    """The study's headline numbers and a paragraph that says them, computed from the runs.
+
+    The run it reports is chosen on validation AUC (`best_run`); its test numbers are then read once.
+    """
     best = best_run(runs)
     frame, video = best.metrics["frame"], best.metrics["video"]
     base = best.metrics["baseline"]["frame"]
+    unit = (best.metrics.get("interval") or {}).get("unit", "video")
     text = [
-        f"{len(runs)} runs were trained and tested on identity-disjoint test faces "
-        f"(n = {frame['n']['value']} faces from {video['n']['value']} videos).",
-        f"The best is {best.name}: test AUC {fmt_interval(frame['auc'])} per face and "
-        f"{fmt_interval(video['auc'])} per video, balanced accuracy {fmt_interval(frame['balanced_accuracy'])}, "
-        f"log loss {fmt_interval(frame['log_loss'])}.",
+        f"{len(runs)} runs were trained; the one reported here, {best.name}, was chosen by its validation AUC "
+        f"({best.val_auc:.3f}), with its threshold and calibration fitted on validation too.",
+        f"On {video['n']['value']} test videos ({frame['n']['value']} faces) it reaches video-level AUC "
+        f"{fmt_interval(video['auc'])} and face-level AUC {fmt_interval(frame['auc'])}, balanced accuracy "
+        f"{fmt_interval(frame['balanced_accuracy'])} and calibrated log loss {fmt_interval(frame['log_loss'])} "
+        f"(95% intervals resampling {unit} groups, which keep each identity's videos together).",
         f"Always answering the commoner class would score accuracy {base['accuracy']:.3f} "
-        f"(balanced accuracy 0.5, AUC 0.5); the best run's accuracy is {fmt_interval(frame['accuracy'])}.",
+        f"(balanced accuracy 0.5, AUC 0.5); the chosen run's accuracy is {fmt_interval(frame['accuracy'])}.",
     ]
-    below = [r.name for r in runs if (r.metrics["frame"].get("auc") or {}).get("lo") is not None
-             and r.metrics["frame"]["auc"]["lo"] <= 0.5]
+    if at_chance(best):
+        text.append(f"Its video-level AUC interval includes 0.5: the chosen model is not distinguishable from chance.")
+    below = [r.name for r in runs if at_chance(r)]
     if below:
-        text.append(f"{len(below)} of {len(runs)} runs are not distinguishable from chance (AUC interval includes 0.5): "
-                    + ", ".join(below) + ".")
+        text.append(f"{len(below)} of {len(runs)} runs are not distinguishable from chance (video-level AUC interval "
+                    "includes 0.5): " + ", ".join(below) + ".")
     if crop_table is not None and "Verdict" in crop_table.columns:
         verdicts = "; ".join(f"{model}: {verdict}" for model, verdict in zip(crop_table["Model"], crop_table["Verdict"]))
-        text.append(f"Crop study (full face vs eyes + lower face, McNemar on the same test faces): {verdicts}.")
-    return {"best_run": best.name, "frame": frame, "video": video, "baseline": base, "text": " ".join(text)}
+        text.append(f"Crop study (full face vs eyes + lower face, paired group bootstrap on the same test faces): "
+                    f"{verdicts}.")
+    return {"best_run": best.name, "chosen_by": "validation AUC (frame level)", "val_auc": best.val_auc,
+            "frame": frame, "video": video, "baseline": base, "text": " ".join(text)}
 
 
 def save_headline(headline_: dict, folder: str | Path) -> Path:

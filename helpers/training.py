@@ -3,9 +3,13 @@
 A run folder holds everything the results notebook reads:
     config.json       the full configuration (and the dataset sizes)
     history.csv       per epoch: train and val loss / accuracy / AUC (and more for val)
-    predictions.csv   per face of val and test: face_path, video_id, label, prob_fake, logit, split
-    metrics.json      test metrics at frame and video level with 95% bootstrap intervals, plus the
-                      majority-class baseline (helpers.metrics.evaluate)
+    predictions.csv   per face of val and test: face_path, video_id, group, label, logit, prob_raw,
+                      prob_fake (calibrated on val), split; the faces of eval.csv when notebook 03 wrote
+                      one (many frames per held-out video), else split.csv's val and test faces
+    val_probs.npy     the validation faces' P(FAKE) after every epoch (how stable the calls are)
+    metrics.json      test metrics at frame and video level with 95% group-bootstrap intervals, the
+                      majority-class baseline, and the calibration and threshold fitted on val
+                      (helpers.protocol.evaluate_predictions)
     model.pt          the best weights as a plain state dict (loads with torch.load(weights_only=True))
     checkpoints/      Lightning checkpoints: best (by val/auc) and last (for RESUME)
 
@@ -35,6 +39,7 @@ import yaml
 from torch import nn
 
 from helpers import metrics as M
+from helpers import protocol
 from helpers.datasets import FaceDataModule
 from helpers.models import build_model
 from helpers.runtime import cpu_count, headless
@@ -71,6 +76,7 @@ DEFAULTS: dict = {
     "limit_train_batches": 1.0,
     "n_boot": 1000,
     "threads": 0,                # CPU threads for torch, 0 = every core
+    "deterministic": True,       # same seed, same run (GPU ops without a deterministic kernel only warn)
 }
 
 
@@ -150,6 +156,8 @@ class DetectorModule(pl.LightningModule):
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
         self.train_metrics = detection_metrics("train")
         self.val_metrics = detection_metrics("val")
+        self._val_probs: list[torch.Tensor] = []
+        self.val_epoch_probs: list[np.ndarray] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).reshape(-1)
@@ -159,6 +167,8 @@ class DetectorModule(pl.LightningModule):
         logits = self(images).float()
         loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.pos_weight)
         probs = torch.sigmoid(logits.detach())
+        if prefix == "val" and self._trainer is not None and self.trainer.world_size == 1:
+            self._val_probs.append(probs.cpu())
         collection["acc"].update(probs, labels.long())
         collection["bal_acc"].update(torch.stack([1 - probs, probs], dim=1), labels.long())
         collection["auc"].update(probs, labels.long())
@@ -175,6 +185,16 @@ class DetectorModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._step(batch, self.val_metrics, "val")
 
+    def save_val_probs(self, path: Path) -> None:
+        """val_probs.npy: (epochs, val faces) P(FAKE), in split.csv's val order (single-device runs).
+
+        A fixed validation set makes consecutive epochs' accuracies correlated, so their wiggles are
+        not independent binomial draws; the share of faces whose call flips between epochs is what
+        actually moved (helpers.results.call_flips).
+        """
+        if self.val_epoch_probs and len({len(e) for e in self.val_epoch_probs}) == 1:
+            np.save(path, np.stack(self.val_epoch_probs))
+
     def _log_epoch(self, collection: torchmetrics.MetricCollection) -> None:
         # AUC and EER are undefined on a batch with one class; compute over the epoch, then reset.
         values = collection.compute()
@@ -186,6 +206,9 @@ class DetectorModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch(self.val_metrics)
+        if self._val_probs and not self.trainer.sanity_checking:
+            self.val_epoch_probs.append(torch.cat(self._val_probs).numpy().astype(np.float32))
+        self._val_probs = []
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -261,27 +284,53 @@ def predict_logits(model: nn.Module, loader, device: torch.device) -> np.ndarray
     """Logits for every item of `loader`, in order."""
     model.eval().to(device)
     out = []
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    # fp32, not bf16 autocast: bf16 rounds nearby logits to ties, which moves AUC and the threshold.
     for images, _, _ in loader:
-        with autocast:
-            out.append(model(images.to(device, non_blocking=True)).reshape(-1).float().cpu())
+        out.append(model(images.to(device, non_blocking=True)).reshape(-1).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def write_predictions(model: nn.Module, data: FaceDataModule, run_dir: Path, device: torch.device) -> pd.DataFrame:
-    """predictions.csv for the val and test faces."""
+def eval_faces(split_csv: str | Path) -> pd.DataFrame | None:
+    """eval.csv beside split.csv (notebook 03: many frames and every face per held-out video), or None."""
+    path = Path(split_csv).with_name("eval.csv")
+    if not path.is_file():
+        return None
+    from helpers.splits import read_split  # noqa: PLC0415 - splits imports faces, which is heavy
+
+    frame = read_split(path)
+    return frame[frame.split.isin(["val", "test"])].reset_index(drop=True)
+
+
+def write_predictions(model: nn.Module, data: FaceDataModule, run_dir: Path, device: torch.device,
+                      evaluation: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Raw logits of the val and test faces (eval.csv's when given, else split.csv's)."""
     frames = []
-    for split, loader in (("val", data.val_dataloader()), ("test", data.test_dataloader())):
-        frame = data.frames[split]
+    for split in ("val", "test"):
+        if evaluation is not None:
+            frame = evaluation[evaluation.split == split].reset_index(drop=True)
+            loader = data.loader_for(frame, f"eval_{split}")
+            paths = data.datasets[f"eval_{split}"].paths
+        else:
+            frame, loader = data.frames[split], (data.val_dataloader() if split == "val" else data.test_dataloader())
+            paths = data.datasets[split].paths
         logits = predict_logits(model, loader, device)
-        frames.append(pd.DataFrame({
-            "face_path": frame["face_path"], "video_id": frame["video_id"], "label": frame["label"],
-            "prob_fake": 1 / (1 + np.exp(-logits.astype(np.float64))), "logit": logits, "split": split,
-            "variant_path": data.datasets[split].paths,  # the crop the model saw (face_path for "full")
-        }))
-    predictions = pd.concat(frames, ignore_index=True)
-    predictions.to_csv(run_dir / "predictions.csv", index=False)
-    return predictions
+        columns = {c: frame[c] for c in ("face_path", "video_id", "group", "label", "frame_index", "face_index")
+                   if c in frame.columns}
+        frames.append(pd.DataFrame({**columns, "logit": logits, "split": split,
+                                    "variant_path": paths}))  # the crop the model saw (face_path for "full")
+    return pd.concat(frames, ignore_index=True)
+
+
+def face_settings_of(split_csv: str | Path) -> dict | None:
+    """The crop settings notebook 02 wrote (via split_audit.json's faces_csv), for the predictor; None if unknown."""
+    audit = Path(split_csv).with_name("split_audit.json")
+    try:
+        from helpers import faces  # noqa: PLC0415
+
+        faces_csv = json.loads(audit.read_text(encoding="utf-8"))["faces_csv"]
+        return faces.read_settings(faces_csv)
+    except (OSError, KeyError, ValueError, AttributeError, json.JSONDecodeError):
+        return None
 
 
 def quiet_lightning() -> None:
@@ -309,7 +358,7 @@ def fit_and_test(config: dict) -> Path:
     # Under DDP every rank runs this function; only the first may clear and write the run folder.
     first_rank = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     if first_rank and not config["resume"] and run_dir.exists():
-        shutil.rmtree(run_dir)  # a fresh run: stale checkpoints would otherwise be mixed in
+        clear_run_dir(run_dir)  # a fresh run: stale checkpoints would otherwise be mixed in
     run_dir.mkdir(parents=True, exist_ok=True)
     if config["accelerator"] == "cpu" or not torch.cuda.is_available():
         torch.set_num_threads(config["threads"] or cpu_count())
@@ -325,7 +374,8 @@ def fit_and_test(config: dict) -> Path:
                             pos_weight, config["schedule"])
     if first_rank:
         summary = {**config, "data": data.describe(), "pos_weight": pos_weight,
-                   "parameters": sum(p.numel() for p in module.parameters())}
+                   "parameters": sum(p.numel() for p in module.parameters()),
+                   "face_settings": face_settings_of(config["split_csv"])}
         (run_dir / "config.json").write_text(json.dumps(summary, indent=2, default=str))
 
     # The best epoch needs only its weights (the optimizer state triples a VGG19 checkpoint).
@@ -348,7 +398,7 @@ def fit_and_test(config: dict) -> Path:
         logger=pl.loggers.CSVLogger(run_dir, name="", version="logs"),
         limit_train_batches=config["limit_train_batches"], enable_model_summary=False,
         enable_progress_bar=show_progress(), log_every_n_steps=1,
-        num_sanity_val_steps=0, deterministic=False,
+        num_sanity_val_steps=0, deterministic=("warn" if config["deterministic"] else False),
     )
     resuming = bool(config["resume"]) and last.exists()
     metrics_csv = run_dir / "logs" / "metrics.csv"
@@ -368,12 +418,19 @@ def fit_and_test(config: dict) -> Path:
     save_weights(module, run_dir / "model.pt", config)
     history = history_from_log(metrics_csv)
     history.to_csv(run_dir / "history.csv", index=False)
+    if not resuming:
+        module.save_val_probs(run_dir / "val_probs.npy")
 
     model, _ = load_model(run_dir)  # what the results notebook and predict will use: prove it loads
     device = torch.device("cuda" if torch.cuda.is_available() and config["accelerator"] != "cpu" else "cpu")
-    predictions = write_predictions(model, data, run_dir, device)
-    test = predictions[predictions.split == "test"]
-    payload = M.evaluate(test, n_boot=config["n_boot"], seed=config["seed"], y_train=data.frames["train"])
+    evaluation = eval_faces(config["split_csv"])
+    raw = write_predictions(model, data, run_dir, device, evaluation)
+    prevalence, prevalence_from = protocol.train_prevalence(config["split_csv"], data.frames["train"])
+    predictions, payload = protocol.evaluate_predictions(raw, prevalence, prevalence_from,
+                                                         n_boot=config["n_boot"], seed=config["seed"])
+    predictions.to_csv(run_dir / "predictions.csv", index=False)
+    payload["evaluated_on"] = ("eval.csv: every face of the held-out videos' evaluation frames" if evaluation is not None
+                               else "split.csv's val and test faces")
     payload.update({
         "run": config["run_name"], "model": config["model"], "variant": config["variant"],
         "best_epoch": int(state.get("epoch", -1)), "best_val_auc": float(best.best_model_score)
@@ -384,6 +441,14 @@ def fit_and_test(config: dict) -> Path:
     return run_dir
 
 
+def clear_run_dir(run_dir: Path) -> None:
+    """Empty a run folder for a fresh run, keeping run.yaml (the settings a DDP subprocess was started with)."""
+    for item in run_dir.iterdir():
+        if item.name == "run.yaml":
+            continue
+        shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+
+
 def run(config: dict) -> Path:
     """fit_and_test in this process for one device; as a subprocess (the CLI) for DDP."""
     config = make_config(**config)
@@ -391,7 +456,7 @@ def run(config: dict) -> Path:
         return fit_and_test(config)
     run_dir = run_dir_of(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "run.yaml"
+    config_path = run_dir / "run.yaml"  # kept by clear_run_dir, so the subprocess still finds it
     config_path.write_text(yaml.safe_dump(config))
     subprocess.run([sys.executable, "-m", "helpers.training", "--config", str(config_path)], check=True,
                    env={**os.environ, "PYTHONUNBUFFERED": "1"})

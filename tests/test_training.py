@@ -181,8 +181,22 @@ def test_run_folder_predictions(trained, split_csv):
     assert predictions.split.value_counts().to_dict() == held_out.split.value_counts().to_dict()
     assert sorted(predictions.face_path) == sorted(held_out.face_path)
     assert predictions.prob_fake.between(0, 1).all()
-    assert np.allclose(1 / (1 + np.exp(-predictions.logit)), predictions.prob_fake, atol=1e-6)
+    assert np.allclose(1 / (1 + np.exp(-predictions.logit)), predictions.prob_raw, atol=1e-6)
+    # prob_fake is the raw logit through the Platt calibration fitted on validation (metrics.json)
+    calibration = json.loads((trained / "metrics.json").read_text())["calibration"]
+    assert calibration["method"] == "platt" and calibration["fitted_on"] == "val"
+    platt = 1 / (1 + np.exp(-(calibration["slope"] * predictions.logit + calibration["intercept"])))
+    assert np.allclose(platt, predictions.prob_fake, atol=1e-6)
     assert (predictions.variant_path == predictions.face_path).all()  # the "full" variant
+    # every face carries its identity group from split.csv, the unit the intervals resample
+    assert predictions.set_index("face_path").group.to_dict() == held_out.set_index("face_path").group.to_dict()
+
+
+def test_validation_probs_of_every_epoch(trained, split_csv):
+    probs = np.load(trained / "val_probs.npy")
+    split = read_split(split_csv)
+    assert probs.shape == (EPOCHS, int((split.split == "val").sum()))
+    assert ((probs >= 0) & (probs <= 1)).all()
 
 
 def test_run_folder_metrics(trained):
@@ -194,7 +208,10 @@ def test_run_folder_metrics(trained):
         assert auc["lo"] <= auc["value"] <= auc["hi"]
         # a constant guess calls every face one class: half the classes right, whatever the prevalence
         assert metrics["baseline"][level]["balanced_accuracy"] == pytest.approx(0.5)
-    assert metrics["baseline_prevalence_from"] == "train"
+    assert metrics["baseline_prevalence_from"] == "train"  # no split_audit.json beside this split.csv
+    assert metrics["threshold"]["chosen_on"] == "val" and 0 <= metrics["threshold"]["value"] <= 1
+    assert metrics["interval"]["unit"] == "group"
+    assert {"frame", "video"} <= set(metrics["val"])
     assert metrics["frame"]["n"]["value"] == 12 and metrics["video"]["n"]["value"] == 6
     assert metrics["epochs_trained"] == EPOCHS and 0 <= metrics["best_epoch"] < EPOCHS
     assert metrics["model"] == "meso4" and metrics["n_boot"] == SMALL["n_boot"]

@@ -1,0 +1,98 @@
+"""The evaluation protocol: choices on validation, numbers on test (helpers.protocol, helpers.results)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import metrics as M
+from helpers import protocol, results, splits
+
+
+def _dfdc_like(n_groups: int, rng: np.random.Generator, fakes_per_original: int = 5, shift: float = 0.0) -> pd.DataFrame:
+    """Groups of one REAL video and its fakes (83% FAKE), Bayes logits of a known signal, shifted by `shift`."""
+    rows = []
+    for g in range(n_groups):
+        for k in range(1 + fakes_per_original):
+            label = "REAL" if k == 0 else "FAKE"
+            x = rng.normal(1.0 if label == "FAKE" else 0.0, 1.0)
+            prior = np.log(fakes_per_original)  # log-odds of FAKE at 5:1
+            bayes = prior + x - 0.5  # the log-odds of FAKE given x for unit-variance classes 1 apart
+            rows.append({"video_id": f"v{g}_{k}", "group": f"g{g}", "label": label, "logit": bayes + shift,
+                         "bayes": bayes})
+    return pd.DataFrame(rows)
+
+
+def test_pos_weight_offset_is_removed_by_the_validation_fitted_calibration():
+    rng = np.random.default_rng(0)
+    n_real_over_fake = 1 / 5
+    val = _dfdc_like(400, rng, shift=np.log(n_real_over_fake)).assign(split="val")
+    test = _dfdc_like(400, rng, shift=np.log(n_real_over_fake)).assign(split="test")
+    predictions, payload = protocol.evaluate_predictions(pd.concat([val, test], ignore_index=True), prevalence=5 / 6,
+                                                         n_boot=50)
+    y = M.labels_to_int(test.label)
+    bayes = M.binary_metrics(y, 1 / (1 + np.exp(-test.bayes)))["log_loss"]
+    raw = M.binary_metrics(y, 1 / (1 + np.exp(-test.logit)))["log_loss"]
+    assert payload["frame"]["log_loss"]["value"] == pytest.approx(bayes, abs=0.02)
+    assert raw > bayes + 0.05  # the shift really hurt before calibration
+    assert payload["calibration"]["log_loss_platt"] == pytest.approx(payload["frame"]["log_loss"]["value"])
+    assert payload["calibration"]["log_loss_temperature"] > payload["calibration"]["log_loss_platt"] + 0.02
+    assert abs(payload["calibration"]["intercept"] - np.log(5)) < 0.4  # it undid the log(1/5) offset
+    assert payload["threshold"]["chosen_on"] == "val"
+    assert payload["interval"]["unit"] == "group"
+    assert predictions.prob_raw.tolist() == pytest.approx((1 / (1 + np.exp(-predictions.logit))).tolist())
+
+
+def test_threshold_comes_from_validation_not_test():
+    rng = np.random.default_rng(1)
+    val = _dfdc_like(100, rng).assign(split="val")
+    test = _dfdc_like(100, rng).assign(split="test")
+    _, payload = protocol.evaluate_predictions(pd.concat([val, test], ignore_index=True), 0.8, n_boot=20)
+    # moving the test scores does not move the threshold; moving the validation scores does
+    test2 = test.assign(logit=test.logit + 3)
+    _, moved_test = protocol.evaluate_predictions(pd.concat([val, test2], ignore_index=True), 0.8, n_boot=20)
+    assert moved_test["threshold"]["value"] == payload["threshold"]["value"]
+    val2 = val.assign(logit=val.logit * 0.2 + 2)
+    _, moved_val = protocol.evaluate_predictions(pd.concat([val2, test], ignore_index=True), 0.8, n_boot=20)
+    assert moved_val["calibration"]["slope"] != pytest.approx(payload["calibration"]["slope"])
+
+
+def test_baseline_uses_the_training_prevalence_before_undersampling(tmp_path):
+    # 30 REAL and 70 FAKE training faces, undersampled to 30/30; 10 REAL and 10 FAKE test faces
+    rows = [{"video_id": f"t{i}", "group": f"g{i}", "label": "FAKE" if i >= 30 else "REAL", "split": "train"}
+            for i in range(100)]
+    split = pd.DataFrame(rows)
+    balanced, info = splits.balance_training(split, "undersample", seed=0)
+    assert info["train_after"] == {"REAL": 30, "FAKE": 30}
+    (tmp_path / "split_audit.json").write_text(json.dumps({"balance": info}))
+    prevalence, source = protocol.train_prevalence(tmp_path / "split.csv", balanced[balanced.split == "train"])
+    assert prevalence == pytest.approx(0.7) and source == "train before balancing"
+    rng = np.random.default_rng(2)
+    held = pd.concat([_dfdc_like(20, rng, 1).assign(split=s) for s in ("val", "test")], ignore_index=True)
+    _, payload = protocol.evaluate_predictions(held, prevalence, source, n_boot=20)
+    # a constant guess of 0.7 calls everything FAKE: accuracy = test FAKE share 0.5, log loss of p = 0.7
+    assert payload["baseline"]["frame"]["accuracy"] == pytest.approx(0.5)
+    assert payload["baseline"]["frame"]["log_loss"] == pytest.approx(-(np.log(0.7) + np.log(0.3)) / 2)
+    assert payload["baseline_prevalence_from"] == "train before balancing"
+
+
+def _run(name: str, val_auc: float, test_auc: float) -> results.Run:
+    metrics = {"val": {"frame": {"auc": val_auc}}, "threshold": {"value": 0.5},
+               "frame": {"auc": {"value": test_auc, "lo": test_auc - 0.1, "hi": test_auc + 0.1}},
+               "video": {"auc": {"value": test_auc, "lo": test_auc - 0.1, "hi": test_auc + 0.1}}}
+    return results.Run(Path(name), {"run_name": name}, pd.DataFrame(), pd.DataFrame(), metrics)
+
+
+def test_the_best_run_is_chosen_on_validation_never_on_test():
+    runs = [_run("high-test", val_auc=0.70, test_auc=0.95), _run("high-val", val_auc=0.80, test_auc=0.75)]
+    assert results.best_run(runs).name == "high-val"
+    assert "high-val" in results.choice_note(runs) and "validation AUC" in results.choice_note(runs)
+
+
+def test_a_run_without_a_validation_auc_cannot_be_chosen():
+    run = results.Run(Path("old"), {"run_name": "old"}, pd.DataFrame(), pd.DataFrame(), {"frame": {}})
+    with pytest.raises(ValueError, match="validation AUC"):
+        results.best_run([run])
