@@ -2,6 +2,15 @@
 
 Landmarks come in MTCNN's order: left eye, right eye, nose, mouth left, mouth right (image
 coordinates, so the "left eye" is the one on the image's left).
+
+The extraction stage (`extract_faces`, notebook 02) writes faces.csv and, beside it, settings.json with
+every setting that shaped the crops; `read_settings` reads them back as extract_faces's keyword
+arguments, for the plots, the predictor (via a run's config.json "face_settings") and for extracting
+more faces the same way. faces.csv statuses, matched exactly: ok (a kept face), no_face (none above
+MIN_CONFIDENCE; the reason gives the best confidence and, where the frame was shrunk for MTCNN, the
+smallest face that copy could show), unreadable (the frame file cannot be decoded, or is truncated).
+`box_source` says where an ok row's box came from: "detected" on this frame, or "original" (the box
+found on the original's frame at the same index, reused for its fake).
 """
 from __future__ import annotations
 
@@ -12,8 +21,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from helpers.frames import group_key, read_frames_manifest
-from helpers.manifest import parse_shard, read_manifest, run_stage, write_manifest
+from helpers.frames import group_key, read_frames_manifest, write_jpeg
+from helpers.frames import read_settings as read_frame_settings
+from helpers.manifest import (EmptyStageError, ManifestSpec, check_float, check_int, file_fingerprint, fingerprint,
+                              notice, parse_shard, read_manifest, read_settings_record, run_stage)
 from helpers.runtime import cpu_count, import_tensorflow, worker_count
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -62,6 +73,23 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
     union = a[2] * a[3] + b[2] * b[3] - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+def detection_scale(shape: tuple, max_side: int) -> float:
+    """The scale `downscale` applies to an image of `shape` (1.0 when it is not shrunk)."""
+    longest = max(shape[:2])
+    return 1.0 if not max_side or longest <= max_side else max_side / longest
+
+
+def shrink_hint(shape: tuple, max_side: int) -> str:
+    """Why a face may be lost on the copy MTCNN sees, or "" when the image is not shrunk."""
+    scale = detection_scale(shape, max_side)
+    if scale >= 1.0:
+        return ""
+    height, width = shape[:2]
+    return (f"; MTCNN saw a copy shrunk to {max(1, round(width * scale))}x{max(1, round(height * scale))} px "
+            f"(DETECT_MAX_SIDE {max_side}), where faces under about {12 / scale:.0f} px of this {width}x{height} "
+            "image cannot be found: DETECT_MAX_SIDE 0 detects at full size")
 
 
 def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -268,6 +296,15 @@ LANDMARK_COLUMNS = [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in ("x"
 COLUMNS = ["video_id", "part", "label", "original", "frame_index", "frame_path", "face_index", "x", "y", "w", "h",
            "confidence", *LANDMARK_COLUMNS, "crop_x0", "crop_y0", "crop_side", "face_path",
            *[f"{r}_path" for r in REGIONS], "box_source", "status", "reason"]
+STATUSES = ("ok", "no_face", "unreadable")
+BOX_SOURCES = ("detected", "original")
+WRITTEN_BY = "notebook 02 (face cropping)"
+SPEC = ManifestSpec(name="faces.csv", written_by=WRITTEN_BY, columns=tuple(COLUMNS),
+                    sort_by=("part", "video_id", "frame_index", "face_index"), int_columns=("frame_index", "face_index"),
+                    statuses=STATUSES, output_columns=("face_path", *[f"{r}_path" for r in REGIONS]))
+# The frames.csv columns this stage reads (a frames DataFrame handed in needs only these).
+FRAME_COLUMNS = ("video_id", "part", "label", "original", "frame_index", "frame_path", "status")
+OUTPUT_FOLDERS = ("faces", *REGIONS)
 
 _detector: FaceDetector | None = None
 
@@ -279,13 +316,52 @@ def _init_detector(detect_max_side: int, threads: int, min_face_size: int = 20, 
                              scale_factor=scale_factor)
 
 
-def read_image(path: str) -> np.ndarray:
-    """An image file as RGB uint8; raises ValueError naming the file when it cannot be decoded."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether JPEG bytes reach the end-of-image marker after the image's first scan (a cut file does not).
+
+    OpenCV decodes a JPEG cut to a third without an error (grey below the cut), so this is checked
+    by hand: the marker segments are walked to the first start-of-scan, and in scan data FF D9 can only
+    be the end-of-image marker.
+    """
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the rest must hold the end-of-image marker
+            return data.find(b"\xff\xd9", pos + 2) != -1
+        if marker == 0xD9:
+            return False
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8, turned upright by its EXIF orientation (phone photos).
+
+    Grey, 16-bit and RGBA files become 8-bit RGB (alpha dropped). Raises ValueError naming the file when
+    it is missing, cannot be decoded, or is a truncated JPEG or PNG.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not data:
+        raise ValueError(f"{path}: the file is empty (0 bytes)")
+    # IMREAD_COLOR applies the EXIF orientation (IMREAD_UNCHANGED would not) and scales 16 bits to 8.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f"{path}: cannot be decoded as an image (missing, empty or corrupt)")
-    if image.dtype == np.uint16:  # 16-bit PNGs
-        image = (image // 257).astype(np.uint8)
+        raise ValueError(f"{path}: cannot be decoded as an image (empty, corrupt or not an image)")
+    if data[:2] == b"\xff\xd8" and not jpeg_is_complete(data):
+        raise ValueError(f"{path}: the JPEG is truncated (it ends before its end-of-image marker); copy it again")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND") == -1:
+        raise ValueError(f"{path}: the PNG is truncated (no IEND chunk); copy it again")
     return to_rgb(image, channel_order="BGR")
 
 
@@ -295,10 +371,10 @@ def _face_rows(base: dict, image: np.ndarray, faces: list[Face], source: str, se
         best = max((f.confidence for f in faces), default=None)
         reason = (f"no face with confidence >= {settings['min_confidence']} (best {best:.2f})" if best is not None
                   else "MTCNN found no face")
+        reason += shrink_hint(image.shape, settings["detect_max_side"])
         return [{**base, "box_source": source, "status": "no_face", "reason": reason}]
     rows = []
     out_dir, size = settings["out_dir"], settings["face_size"]
-    params = [cv2.IMWRITE_JPEG_QUALITY, settings["jpeg_quality"]]
     stem = f"{base['part']}/{Path(base['frame_path']).stem}"
     for k, face in enumerate(selected):
         crop, square = square_crop(image, face.box, settings["margin"], size)
@@ -306,8 +382,8 @@ def _face_rows(base: dict, image: np.ndarray, faces: list[Face], source: str, se
         local = to_crop_coords(face.landmarks, square, size)
         for name, region in crop_regions(crop, local, settings["regions"]).items():
             paths[f"{name}_path"] = out_dir / name / f"{stem}_f{k}.jpg"
-            _write(paths[f"{name}_path"], region, params)
-        _write(paths["face_path"], crop, params)
+            write_jpeg(paths[f"{name}_path"], region, settings["jpeg_quality"])
+        write_jpeg(paths["face_path"], crop, settings["jpeg_quality"])
         rows.append({**base, "face_index": k, **dict(zip("xywh", map(float, face.box))),
                      "confidence": face.confidence, **dict(zip(LANDMARK_COLUMNS, map(float, face.landmarks.ravel()))),
                      "crop_x0": square[0], "crop_y0": square[1], "crop_side": square[2],
@@ -315,14 +391,11 @@ def _face_rows(base: dict, image: np.ndarray, faces: list[Face], source: str, se
     return rows
 
 
-def _write(path: Path, rgb: np.ndarray, params: list) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
-        raise OSError(f"cannot write {path}")
-
-
 def extract_group(task: dict) -> list[dict]:
-    """Detect and crop the faces of one fake/original group of frames (a task of extract_faces)."""
+    """Detect and crop the faces of one fake/original group of frames (a task of extract_faces).
+
+    A frame that cannot be read is a row (unreadable); a crop that cannot be written raises OutputError.
+    """
     settings = {**task["settings"], "out_dir": Path(task["settings"]["out_dir"])}
     rows, images = [], {}
     for frame in task["frames"]:
@@ -355,17 +428,51 @@ def extract_group(task: dict) -> list[dict]:
 
 
 def face_tasks(frames: pd.DataFrame, settings: dict) -> list[dict]:
-    """One task per fake/original group, holding the group's usable frames."""
+    """One task per fake/original group, holding the group's usable frames and a fingerprint of them."""
     usable = frames[frames.status == "ok"]
     groups: dict[str, list[dict]] = {}
     for frame in usable.to_dict("records"):
-        frame = {k: (None if pd.isna(v) else v) for k, v in frame.items()}
+        frame = {k: (None if pd.isna(v) else v) for k, v in frame.items() if k in FRAME_COLUMNS}
+        frame["frame_index"] = int(frame["frame_index"]) if frame["frame_index"] is not None else None
         groups.setdefault(group_key(frame["video_id"], frame["label"], frame["original"]), []).append(frame)
-    return [{"key": key, "group": key, "frames": members, "settings": settings} for key, members in sorted(groups.items())]
+    tasks = []
+    for key, members in sorted(groups.items()):
+        described = [[f[c] for c in FRAME_COLUMNS] + file_fingerprint(f["frame_path"]) for f in members]
+        tasks.append({"key": key, "group": key, "frames": members, "settings": settings,
+                      "input": fingerprint(described)})
+    return tasks
+
+
+def face_settings(face_size: int = 224, margin: float = 1.3, min_confidence: float = 0.9, detect_max_side: int = 640,
+                  min_face_size: int = 20, scale_factor: float = 0.709, keep: str = "largest", regions=REGIONS,
+                  reuse_original_boxes: bool = True, jpeg_quality: int = 95) -> dict:
+    """The checked settings that shape the crops (what settings.json records); ValueError naming a bad one."""
+    if keep not in ("largest", "all"):
+        raise ValueError(f"KEEP must be 'largest' or 'all', got {keep!r}")
+    if isinstance(regions, str) or not all(isinstance(r, str) for r in regions):
+        raise ValueError(f"REGIONS must be a list of region names from {REGIONS}, got {regions!r}")
+    unknown = sorted(set(regions) - set(REGIONS))
+    if unknown:
+        raise ValueError(f"unknown region variant(s) {unknown}; choose from {REGIONS}")
+    if not isinstance(reuse_original_boxes, (bool, np.bool_)):
+        raise ValueError(f"REUSE_ORIGINAL_BOXES must be true or false, got {reuse_original_boxes!r}")
+    face_size = check_int("FACE_SIZE", face_size)
+    if face_size < 16:
+        raise ValueError(f"FACE_SIZE must be at least 16 px, got {face_size}")
+    return {"face_size": face_size,
+            "margin": check_float("MARGIN", margin, 0.5, 10.0),
+            "min_confidence": check_float("MIN_CONFIDENCE", min_confidence, 0.0, 1.0),
+            "detect_max_side": check_int("DETECT_MAX_SIDE", detect_max_side, 0),
+            "min_face_size": check_int("MIN_FACE_SIZE", min_face_size, 1),
+            "scale_factor": check_float("SCALE_FACTOR", scale_factor, 0.1, 0.95),
+            "keep": keep,
+            "regions": [r for r in REGIONS if r in regions],
+            "reuse_original_boxes": bool(reuse_original_boxes),
+            "jpeg_quality": check_int("JPEG_QUALITY", jpeg_quality, 1, 100)}
 
 
 def extract_faces(
-    frames_csv: str | Path,
+    frames_csv: str | Path | pd.DataFrame,
     out_dir: str | Path,
     face_size: int = 224,
     margin: float = 1.3,
@@ -379,35 +486,72 @@ def extract_faces(
     workers: int = 1,
     shard: str = "",
     jpeg_quality: int = 95,
+    fresh: bool = False,
+    allow_empty: bool = False,
 ) -> pd.DataFrame:
-    """Detect, crop and save the faces of every usable frame in frames.csv; returns and writes faces.csv.
+    """Detect, crop and save the faces of every usable frame; returns and writes out_dir/faces.csv.
 
-    Resumable like sample_frames: finished groups are journaled under `out_dir/_journal`.
+    frames_csv: frames.csv from notebook 01, or a DataFrame of frames rows (a subset: only the columns
+    in FRAME_COLUMNS are needed), e.g. held-out fakes to detect on themselves with
+    `reuse_original_boxes=False` into their own out_dir, with `**read_settings(<02's OUT_DIR>)`.
+    Writes out_dir/settings.json first (the settings above, except workers and shard; see
+    `read_settings`). Resumable like sample_frames: finished groups are journaled under out_dir/_journal
+    and reused only under the same settings and the same frame files; other settings are refused
+    (SettingsChanged) unless `fresh`, which deletes this stage's earlier results. Every setting is
+    checked before any frame is read; a crop that cannot be written (disk full) stops the stage with an
+    OutputError. Raises EmptyStageError when no frame gave a face (after writing faces.csv; `allow_empty`
+    or a SHARD only warn).
     workers: processes, each with its own MTCNN (0 = one per core); TensorFlow's threads are shared out.
     """
-    select_faces([], keep, min_confidence)  # validates KEEP before any work
-    crop_regions(np.zeros((8, 8, 3), np.uint8), np.array([[2, 3], [6, 3], [4, 4], [3, 6], [5, 6]]), regions)
-    if face_size < 16:
-        raise ValueError(f"FACE_SIZE must be at least 16 px, got {face_size}")
+    settings = face_settings(face_size, margin, min_confidence, detect_max_side, min_face_size, scale_factor, keep,
+                             regions, reuse_original_boxes, jpeg_quality)
+    workers = worker_count(check_int("WORKERS", workers, 0))
     shard_ = parse_shard(shard)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frames = read_frames_manifest(frames_csv)
-    settings = {"out_dir": str(out_dir), "face_size": int(face_size), "margin": float(margin),
-                "min_confidence": float(min_confidence), "keep": keep, "regions": list(regions),
-                "reuse_original_boxes": bool(reuse_original_boxes), "jpeg_quality": int(jpeg_quality)}
-    workers = worker_count(workers)
+    frames = read_frames_manifest(frames_csv, required=FRAME_COLUMNS)
+    if isinstance(frames_csv, pd.DataFrame):
+        inputs = {"frames_csv": None, "frames": f"a DataFrame of {len(frames)} frame rows", "frames_settings": None}
+    else:
+        try:
+            frames_settings = read_frame_settings(frames_csv)
+        except (FileNotFoundError, ValueError):
+            frames_settings = None
+        inputs = {"frames_csv": str(frames_csv), "frames_settings": frames_settings}
     threads = max(1, cpu_count() // workers)
-    rows = run_stage(face_tasks(frames, settings), extract_group, out_dir=out_dir, stage="faces", shard=shard_,
-                     workers=workers, desc="extracting faces", initializer=_init_detector,
-                     initargs=(detect_max_side, threads, min_face_size, scale_factor))
-    write_manifest(rows, out_dir / "faces.csv", COLUMNS, sort_by=["part", "video_id", "frame_index", "face_index"])
-    return read_faces_manifest(out_dir / "faces.csv")
+    task_settings = {**settings, "out_dir": str(out_dir)}
+    manifest = run_stage(face_tasks(frames, task_settings), extract_group, out_dir=out_dir, stage="faces",
+                         settings=settings, spec=SPEC, shard=shard_, workers=workers, desc="extracting faces",
+                         initializer=_init_detector,
+                         initargs=(settings["detect_max_side"], threads, settings["min_face_size"],
+                                   settings["scale_factor"]),
+                         fresh=fresh, outputs=OUTPUT_FOLDERS, inputs=inputs)
+    if not (manifest.status == "ok").any():
+        counts = manifest.status.value_counts()
+        message = (f"no frame gave a face ({', '.join(f'{n} {s}' for s, n in counts.items()) or 'no usable frames'}): "
+                   f"{out_dir / SPEC.name} gives the reason for each frame")
+        if not (allow_empty or shard_[1] > 1):
+            raise EmptyStageError(message)
+        notice(message)
+    return manifest
 
 
 def read_faces_manifest(path: str | Path) -> pd.DataFrame:
-    """Read faces.csv with ids as strings and integer columns as integers."""
-    return read_manifest(path, "notebook 02 (face cropping)", ("frame_index", "face_index"))
+    """Read and check faces.csv: every column (ManifestError naming the missing ones), ids as strings,
+    integer columns as integers, statuses exactly as in STATUSES."""
+    return read_manifest(path, SPEC)
+
+
+def read_settings(path: str | Path) -> dict:
+    """The settings that shaped a faces stage's crops, from settings.json beside its faces.csv.
+
+    `path` is the OUT_DIR, its faces.csv or the settings.json itself. The dict holds exactly
+    extract_faces's keyword arguments face_size, margin, min_confidence, detect_max_side, min_face_size,
+    scale_factor, keep, regions, reuse_original_boxes and jpeg_quality, so
+    `extract_faces(frames, other_dir, **read_settings(dir))` crops the same way. Raises FileNotFoundError
+    naming the file when it is absent (results from before settings were recorded: rerun notebook 02
+    with FRESH = True).
+    """
+    return read_settings_record(path, "faces", WRITTEN_BY)["settings"]
 
 
 # --- Summaries for the notebook --------------------------------------------------------------------

@@ -3,18 +3,31 @@
 A DFDC-layout folder holds parts (`dfdc_train_part_0/`, ...), each with videos and a `metadata.json`
 mapping `video.mp4 -> {"label": "REAL"|"FAKE", "split": ..., "original": "source.mp4"|null}`.
 `sample_frames` writes JPEG frames and a manifest, `frames.csv`, with one row per frame, or one row
-per video that could not be used (its `status` and `reason` say why).
+per video that could not be used (its `status` and `reason` say why), and `settings.json` beside it
+(the settings that shaped the frames; `read_settings` reads them back).
+
+Statuses (matched exactly, lower case; a hand-edited "OK" is refused on read): ok (a sampled frame),
+missing (listed in metadata.json, absent), unlabelled (present, in no usable metadata), bad_label (label
+not REAL/FAKE), unreadable (cannot be opened or decoded, or a folder named like a video) and
+duplicate_id (two files of one part share a name without extension, e.g. clip.mp4 and clip.avi: the
+video id would be ambiguous, so neither is used; rename one).
+
+Names are compared in Unicode NFC, so a name stored decomposed (NFD, as macOS writes it) on disk
+matches its metadata entry; the video is read from its path on disk.
 """
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from helpers.manifest import parse_shard, read_manifest, run_stage, stable_hash, write_manifest
+from helpers.manifest import (EmptyStageError, ManifestSpec, OutputError, check_int, file_fingerprint, fingerprint,
+                              is_missing, notice, parse_shard, read_manifest, read_settings_record, run_stage,
+                              stable_hash, validate_manifest, write_output)
 from helpers.runtime import worker_count
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -23,17 +36,36 @@ COLUMNS = [
     "video_id", "part", "video_path", "label", "original", "frame_index", "n_frames", "fps",
     "width", "height", "frame_path", "status", "reason",
 ]
+STATUSES = ("ok", "missing", "unlabelled", "bad_label", "unreadable", "duplicate_id")
+WRITTEN_BY = "notebook 01 (frame sampling)"
+SPEC = ManifestSpec(name="frames.csv", written_by=WRITTEN_BY, columns=tuple(COLUMNS),
+                    sort_by=("part", "video_id", "frame_index"),
+                    int_columns=("frame_index", "n_frames", "width", "height"), statuses=STATUSES,
+                    output_columns=("frame_path",))
 # Beyond this many frames ahead we seek (jump to a keyframe, decode forward) instead of grabbing every
 # frame. DFDC clips (300 frames, few keyframes) gain nothing from seeking: measured on the sample, frame
 # 250 costs 1.46 s by seeking and 1.42 s by grabbing, two frames 1.81 s vs 1.42 s. Long videos do gain.
 SEEK_GAP = 300
 
 
+def nfc(name: str) -> str:
+    """A file name in Unicode NFC, the form names are compared in."""
+    return unicodedata.normalize("NFC", name)
+
+
 def video_id_of(name: str | None) -> str | None:
-    """DFDC names videos `abcdefghij.mp4`; we key them by the stem."""
-    if name is None or (isinstance(name, float) and np.isnan(name)) or name == "":
+    """DFDC names videos `abcdefghij.mp4`; we key them by the stem (in NFC); None, NaN and "" give None."""
+    if is_missing(name):
         return None
-    return Path(str(name)).stem
+    return nfc(Path(str(name)).stem)
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        notice(f"cannot list {folder} ({err.strerror or err}): its videos are skipped")
+        return []
 
 
 def find_parts(videos_dir: str | Path) -> list[Path]:
@@ -44,10 +76,10 @@ def find_parts(videos_dir: str | Path) -> list[Path]:
 
     def is_part(folder: Path) -> bool:
         return (folder / "metadata.json").exists() or any(
-            p.suffix.lower() in VIDEO_EXTENSIONS for p in folder.iterdir() if p.is_file()
+            p.suffix.lower() in VIDEO_EXTENSIONS for p in _listdir(folder) if p.is_file()
         )
 
-    parts = [p for p in sorted(root.iterdir()) if p.is_dir() and is_part(p)]
+    parts = [p for p in _listdir(root) if p.is_dir() and is_part(p)]
     if is_part(root):
         parts.insert(0, root)
     return parts
@@ -58,51 +90,74 @@ def read_metadata(part: Path) -> tuple[dict | None, str]:
     path = part / "metadata.json"
     if not path.exists():
         return None, f"{path} does not exist: the part's videos have no labels"
+    if not path.is_file():
+        return None, f"{path} is a folder, not a file: the part's videos have no labels"
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return None, f"{path} is not valid JSON ({err})"
+    except OSError as err:
+        return None, f"{path} cannot be read ({err.strerror or err})"
     if not isinstance(meta, dict):
         return None, f"{path} should map video names to {{label, original}}, found a {type(meta).__name__}"
-    return meta, ""
+    return {nfc(str(name)): entry for name, entry in meta.items()}, ""
 
 
 def list_videos(videos_dir: str | Path) -> pd.DataFrame:
     """Every video that a metadata.json lists or that lies in a part, with its label and status.
 
     status is "ok" (labelled and present), "missing" (listed but absent), "unlabelled" (present but in
-    no metadata, or in a part without a usable metadata.json) or "bad_label" (label not REAL/FAKE).
+    no metadata, or in a part without a usable metadata.json), "bad_label" (label not REAL/FAKE),
+    "unreadable" (a folder named like a video) or "duplicate_id" (see the module docstring).
     """
     records = []
     for part in find_parts(videos_dir):
         meta, problem = read_metadata(part)
-        present = {p.name: p for p in sorted(part.iterdir()) if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS}
+        entries = [p for p in _listdir(part) if p.suffix.lower() in VIDEO_EXTENSIONS]
+        present = {nfc(p.name): p for p in entries if p.is_file()}
+        folders = {nfc(p.name): p for p in entries if p.is_dir()}
         listed = meta or {}
-        for name in sorted(set(present) | set(listed)):
+        for name in sorted(set(present) | set(listed) | set(folders)):
             entry = listed.get(name) if isinstance(listed.get(name), dict) else {}
             label = str(entry.get("label", "")).upper() or None
             record = {
                 "video_id": video_id_of(name),
                 "part": part.name,
-                "video_path": str(part / name),
+                "video_path": str(present.get(name) or folders.get(name) or part / name),
                 "label": label,
                 "original": video_id_of(entry.get("original")),
                 "status": "ok",
                 "reason": "",
             }
-            if name not in present:
+            if name in folders:
+                record.update(status="unreadable", reason=f"{folders[name]} is a folder, not a video file")
+            elif name not in present:
                 record.update(status="missing", reason=f"listed in {part / 'metadata.json'} but the file is absent")
             elif name not in listed:
                 record.update(status="unlabelled", reason=problem or f"not listed in {part / 'metadata.json'}")
             elif label not in ("REAL", "FAKE"):
                 record.update(status="bad_label", reason=f"label {entry.get('label')!r} in {part / 'metadata.json'} is not REAL or FAKE")
+            record["name"] = name
             records.append(record)
-    return pd.DataFrame(records, columns=["video_id", "part", "video_path", "label", "original", "status", "reason"])
+    videos = pd.DataFrame(records, columns=["video_id", "part", "video_path", "label", "original", "status", "reason",
+                                            "name"])
+    # Two usable files with one stem in one part would share a video id (and frame file names): use neither.
+    usable_ = videos[videos.status == "ok"]
+    for (part, video_id), group in usable_.groupby(["part", "video_id"]):
+        if len(group) > 1:
+            names = " and ".join(f"{part}/{n}" for n in group.name)
+            videos.loc[group.index, ["status", "reason"]] = [
+                "duplicate_id", f"{names} share the video id {video_id!r} (the name without extension), which names a "
+                "video in every manifest: rename one"]
+    return videos.drop(columns="name").assign(key=[f"{p}/{n}" for p, n in zip(videos.part, videos.name)])
 
 
 def group_key(video_id: str, label: str | None, original: str | None) -> str:
-    """The key a fake shares with its original, so both get the same frames (and the same shard)."""
-    return original if label == "FAKE" and original else video_id
+    """The key a fake shares with its original, so both get the same frames (and the same shard).
+
+    A fake without an original (None, NaN or "", as in hand-made folders) is its own group.
+    """
+    return str(original) if label == "FAKE" and not is_missing(original) else str(video_id)
 
 
 def frame_indices(n_frames: int, count: int, strategy: str, seed: int, key: str) -> list[int]:
@@ -166,8 +221,20 @@ def _frame_path(out_dir: Path, part: str, video_id: str, index: int) -> Path:
     return out_dir / "frames" / part / f"{video_id}_{index:05d}.jpg"
 
 
+def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int) -> None:
+    """Save an RGB image as JPEG; OutputError (disk full, no permission) when the file cannot be written."""
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode a {rgb.shape} image as JPEG for {path}")
+    write_output(path, buffer.tobytes())
+
+
 def sample_video(task: dict) -> list[dict]:
-    """Sample one video (a task from `sample_frames`) into JPEG files; returns its manifest rows."""
+    """Sample one video (a task from `sample_frames`) into JPEG files; returns its manifest rows.
+
+    A video that cannot be read is a row (status unreadable); a frame that cannot be written raises
+    OutputError, which stops the stage (our disk, not the video, is at fault).
+    """
     base = {k: task[k] for k in ("video_id", "part", "video_path", "label", "original")}
     if task["status"] != "ok":
         return [{**base, "status": task["status"], "reason": task["reason"]}]
@@ -180,18 +247,18 @@ def sample_video(task: dict) -> list[dict]:
     try:
         key = group_key(task["video_id"], task["label"], task["original"])
         indices = frame_indices(info["n_frames"], task["frames_per_video"], task["strategy"], task["seed"], key)
-        params = [cv2.IMWRITE_JPEG_QUALITY, int(task["jpeg_quality"])]
-        for index, rgb in read_frames(cap, indices):
-            path = _frame_path(out_dir, task["part"], task["video_id"], index)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
-                raise OSError(f"cannot write {path}")
-            rows.append({**base, **info, "frame_index": index, "width": rgb.shape[1], "height": rgb.shape[0],
-                         "frame_path": str(path), "status": "ok", "reason": ""})
-    except (ValueError, OSError) as err:
-        for row in rows:  # a video is used whole or not at all, so pairs stay comparable
-            Path(row["frame_path"]).unlink(missing_ok=True)
-        return [{**base, **info, "status": "unreadable", "reason": f"{task['video_path']}: {err}"}]
+        try:
+            for index, rgb in read_frames(cap, indices):
+                path = _frame_path(out_dir, task["part"], task["video_id"], index)
+                write_jpeg(path, rgb, task["jpeg_quality"])
+                rows.append({**base, **info, "frame_index": index, "width": rgb.shape[1], "height": rgb.shape[0],
+                             "frame_path": str(path), "status": "ok", "reason": ""})
+        except BaseException as err:
+            for row in rows:  # a video is used whole or not at all, so pairs stay comparable
+                Path(row["frame_path"]).unlink(missing_ok=True)
+            if isinstance(err, (ValueError, cv2.error)) or (isinstance(err, OSError) and not isinstance(err, OutputError)):
+                return [{**base, **info, "status": "unreadable", "reason": f"{task['video_path']}: {err}"}]
+            raise
     finally:
         cap.release()
     return rows
@@ -223,6 +290,17 @@ def select_videos(videos: pd.DataFrame, max_videos: int) -> pd.DataFrame:
     return videos.loc[sorted(chosen)]
 
 
+def frame_settings(frames_per_video: int = 1, strategy: str = "random", seed: int = 447,
+                   jpeg_quality: int = 95) -> dict:
+    """The checked settings that shape the sampled frames (what settings.json records); ValueError naming a bad one."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"STRATEGY must be one of {STRATEGIES}, got {strategy!r}")
+    return {"frames_per_video": check_int("FRAMES_PER_VIDEO", frames_per_video, 1),
+            "strategy": strategy,
+            "seed": check_int("SEED", seed, 0),
+            "jpeg_quality": check_int("JPEG_QUALITY", jpeg_quality, 1, 100)}
+
+
 def sample_frames(
     videos_dir: str | Path,
     out_dir: str | Path,
@@ -233,34 +311,78 @@ def sample_frames(
     jpeg_quality: int = 95,
     max_videos: int = 0,
     shard: str = "",
+    fresh: bool = False,
+    allow_empty: bool = False,
 ) -> pd.DataFrame:
     """Sample frames from every video under `videos_dir` into `out_dir`; returns and writes frames.csv.
 
-    Resumable: finished videos are journaled under `out_dir/_journal` and skipped on the next run.
+    Writes out_dir/settings.json first (frames_per_video, strategy, seed, jpeg_quality; see
+    `read_settings`). Resumable: finished videos are journaled under `out_dir/_journal` and skipped on
+    the next run with the same settings; a run with other settings is refused (SettingsChanged, naming
+    them) unless `fresh`, which deletes this stage's earlier results first. Every setting is checked
+    before any video is read. A frame that cannot be written (disk full) stops the stage with an
+    OutputError; fix the disk and run again. Raises EmptyStageError when no video gave a frame (the
+    manifest is written first, saying why for each; `allow_empty` or a SHARD only warn).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"STRATEGY must be one of {STRATEGIES}, got {strategy!r}")
-    if not 1 <= int(jpeg_quality) <= 100:
-        raise ValueError(f"JPEG_QUALITY must be in 1..100, got {jpeg_quality}")
+    settings = frame_settings(frames_per_video, strategy, seed, jpeg_quality)
+    max_videos = check_int("MAX_VIDEOS", max_videos, 0)
+    workers = worker_count(check_int("WORKERS", workers, 0))
     shard_ = parse_shard(shard)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    videos = select_videos(list_videos(videos_dir), max_videos)
+    found = list_videos(videos_dir)
+    if found.empty:
+        raise ValueError(f"VIDEOS_DIR {videos_dir} holds no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) and no "
+                         "metadata.json, neither directly nor in its sub-folders: point it at a DFDC-layout folder "
+                         "(parts with videos and metadata.json)")
+    videos = select_videos(found, max_videos)
     tasks = []
     for video in videos.to_dict("records"):
-        tasks.append({**video, "key": f"{video['part']}/{video['video_id']}",
-                      "group": group_key(video["video_id"], video["label"], video["original"]), "out_dir": str(out_dir),
-                      "frames_per_video": frames_per_video, "strategy": strategy, "seed": seed,
-                      "jpeg_quality": jpeg_quality})
-    rows = run_stage(tasks, sample_video, out_dir=out_dir, stage="frames", shard=shard_,
-                     workers=worker_count(workers), desc="sampling frames", initializer=_init_worker)
-    manifest = write_manifest(rows, out_dir / "frames.csv", COLUMNS, sort_by=["part", "video_id", "frame_index"])
-    return read_frames_manifest(out_dir / "frames.csv") if len(manifest) else manifest
+        video = {k: (None if is_missing(v) and k != "reason" else v) for k, v in video.items()}
+        described = {k: video[k] for k in ("video_id", "part", "label", "original", "status", "reason")}
+        tasks.append({**video, "group": group_key(video["video_id"], video["label"], video["original"]),
+                      "input": fingerprint([described, file_fingerprint(video["video_path"])]),
+                      "out_dir": str(out_dir), **settings})
+    manifest = run_stage(tasks, sample_video, out_dir=out_dir, stage="frames", settings=settings, spec=SPEC,
+                         shard=shard_, workers=workers, desc="sampling frames", initializer=_init_worker,
+                         fresh=fresh, outputs=("frames",), inputs={"videos_dir": str(videos_dir),
+                                                                   "max_videos": max_videos})
+    _check_result(manifest, out_dir, allow_empty or shard_[1] > 1)
+    return manifest
 
 
-def read_frames_manifest(path: str | Path) -> pd.DataFrame:
-    """Read frames.csv with its integer columns as integers (empty where a video was skipped)."""
-    return read_manifest(path, "notebook 01 (frame sampling)", ("frame_index", "n_frames", "width", "height"))
+def _check_result(manifest: pd.DataFrame, out_dir: Path, only_warn: bool) -> None:
+    """Say so when no video gave a frame, or when every usable video has one label."""
+    ok = manifest[manifest.status == "ok"]
+    if ok.empty:
+        counts = manifest.drop_duplicates(["part", "video_id"]).status.value_counts()
+        message = (f"no video gave a frame ({', '.join(f'{n} {s}' for s, n in counts.items()) or 'no videos'}): "
+                   f"{out_dir / SPEC.name} lists the reason for each")
+        if not only_warn:
+            raise EmptyStageError(message)
+        notice(message)
+        return
+    labels = sorted(set(ok.label.dropna()))
+    if len(labels) == 1:
+        notice(f"every usable video is {labels[0]}: a detector needs REAL and FAKE videos to learn from "
+               "(check the metadata.json labels, or MAX_VIDEOS)")
+
+
+def read_frames_manifest(path: str | Path | pd.DataFrame, required=tuple(COLUMNS)) -> pd.DataFrame:
+    """Read and check frames.csv (or check a frames DataFrame): the `required` columns (ManifestError naming
+    the missing ones), integer columns as integers (empty where a video was skipped), exact statuses."""
+    if isinstance(path, pd.DataFrame):
+        return validate_manifest(path, "the frames DataFrame", WRITTEN_BY, SPEC.int_columns, required, STATUSES)
+    return read_manifest(path, SPEC, required=required)
+
+
+def read_settings(path: str | Path) -> dict:
+    """The settings that shaped a frames stage's output, from settings.json in its OUT_DIR.
+
+    `path` is the OUT_DIR, its frames.csv or the settings.json itself; the dict holds exactly
+    sample_frames's keyword arguments frames_per_video, strategy, seed and jpeg_quality. Raises
+    FileNotFoundError naming the file when it is absent.
+    """
+    return read_settings_record(path, "frames", WRITTEN_BY)["settings"]
 
 
 def usable(manifest: pd.DataFrame) -> pd.DataFrame:
