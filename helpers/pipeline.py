@@ -4,16 +4,29 @@
     python -m helpers.pipeline --profile dfdc --from 03    # resume a GPU-server run at the split
     python -m helpers.pipeline --only 01,02
 
+    python -m helpers.pipeline --profile dfdc --set 04_vit.EPOCHS=1 --set 05.IMAGE_SIZE=64
+
 A profile, `params/<name>.yaml`, holds one block of parameters per notebook, keyed by the notebook's
 name without `.ipynb` (a list of blocks runs the notebook once per block, each block naming its run
 with `_run`). Executed copies go to `build/<profile>/`. Papermill only warns on a misspelled
-parameter; we refuse it before anything runs.
+parameter; we refuse it before anything runs, and we check each value against the type its notebook
+declares (`VAR: int = 1`): an int where a float is declared is fine, a bool is not an int, the string
+"0.15" is not a float, null is refused unless the annotation allows None (`str | None`).
+
+Overrides (`--set`, repeatable) change a profile's value without editing the file:
+    --set NOTEBOOK.PARAM=VALUE         NOTEBOOK: its full name (04_vit) or its number (04)
+    --set NOTEBOOK[RUN].PARAM=VALUE    one entry of a list block, by its _run name or 0-based position
+VALUE is parsed as YAML (1 -> int, 0.5 -> float, true -> bool, [a, b] -> list, "1" -> str). Without
+[RUN], an override applies to every entry of a list block; a notebook without a block gets one.
+Overrides are checked like the profile: names against the notebook's parameters, values against their
+types.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +37,8 @@ import yaml
 from helpers.notebook import project_root
 
 RUN_KEY = "_run"
+OVERRIDE = re.compile(r"^(?P<notebook>[^.\[\]=]+)(?:\[(?P<run>[^\]]*)\])?\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$",
+                      re.DOTALL)
 
 
 class PipelineError(RuntimeError):
@@ -66,12 +81,146 @@ def notebook_parameters(path: Path) -> dict:
     return papermill.inspect_notebook(str(path))
 
 
+# --- parameter types ------------------------------------------------------------------------------------
+
+_SCALARS = {"int": "a whole number (int)", "float": "a number (float)", "str": "a string (str)",
+            "bool": "true or false (bool)", "list": "a list", "dict": "a mapping (dict)", "tuple": "a list"}
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split `text` on `sep` outside brackets."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == sep and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def type_problem(value, annotation: str | None) -> str | None:
+    """Why `value` does not fit a parameter annotated `annotation` (papermill's inferred_type_name), or None.
+
+    Known: int, float (an int is fine), str, bool, list / list[T] / List[T], dict, tuple, Optional[T],
+    `T | None`, Union[...]. Anything else (no annotation, a custom type) is not checked.
+    """
+    text = (annotation or "").strip().replace("typing.", "")
+    if not text or text in ("None", "Any", "object"):
+        return None
+    options = [t.strip() for t in _split_top(text, "|")]
+    if len(options) == 1:
+        match = re.fullmatch(r"(Optional|Union)\[(.*)\]", text)
+        if match:
+            inner = [t.strip() for t in _split_top(match.group(2), ",")]
+            options = inner + (["None"] if match.group(1) == "Optional" else [])
+    if len(options) > 1:
+        if value is None and "None" in options:
+            return None
+        problems = [type_problem(value, option) for option in options if option != "None"]
+        if any(p is None for p in problems):
+            return None
+        wanted = " or ".join(_SCALARS.get(o, o) for o in options)
+        return f"must be {wanted}"
+    match = re.fullmatch(r"(list|List|tuple|Tuple|Sequence)\[(.*)\]", text)
+    base, item = (match.group(1).lower(), match.group(2).strip()) if match else (text, None)
+    base = {"sequence": "list", "tuple": "list"}.get(base, base)
+    checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "str": lambda v: isinstance(v, str),
+              "bool": lambda v: isinstance(v, bool),
+              "list": lambda v: isinstance(v, list),
+              "dict": lambda v: isinstance(v, dict)}
+    if base not in checks:
+        return None
+    if not checks[base](value):
+        hint = ""
+        if base == "float" and isinstance(value, str):
+            hint = " (YAML reads 1e-3 and quoted numbers as strings: write 0.001 or 1.0e-3, unquoted)"
+        elif value is None:
+            hint = " (YAML null: write \"\" for an empty string)" if base == "str" else ""
+        return f"must be {_SCALARS[base]}{hint}"
+    if base == "list" and item:
+        for i, element in enumerate(value):
+            problem = type_problem(element, item)
+            if problem:
+                return f"item {i} ({element!r}) {problem}"
+    return None
+
+
+def _describe(value) -> str:
+    return "null" if value is None else f"{value!r} ({type(value).__name__})"
+
+
+def check_parameters(params: dict, declared: dict, where: str, notebook: str) -> None:
+    """Refuse unknown names and values of the wrong type, naming `where` (the profile) and the notebook."""
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise PipelineError(f"{where}, notebook {notebook}: unknown parameter(s) {unknown}; "
+                            f"{notebook}.ipynb declares {sorted(declared)}")
+    for name, value in params.items():
+        annotation = declared[name].get("inferred_type_name")
+        problem = type_problem(value, annotation)
+        if problem:
+            raise PipelineError(f"{where}, notebook {notebook}: {name} {problem}, got {_describe(value)}; "
+                                f"{notebook}.ipynb declares {name}: {annotation} = {declared[name].get('default')}")
+
+
+# --- overrides -------------------------------------------------------------------------------------------
+
+def parse_override(text: str) -> tuple[str, str | None, str, object]:
+    """`NOTEBOOK[RUN].PARAM=VALUE` as (notebook, run or None, param, YAML-parsed value)."""
+    match = OVERRIDE.match(text.strip())
+    if not match:
+        raise PipelineError(f"--set {text!r}: expected NOTEBOOK.PARAM=VALUE or NOTEBOOK[RUN].PARAM=VALUE, "
+                            "e.g. --set 04_vit.EPOCHS=1 or --set 05_resnet[resnet50].EPOCHS=1")
+    try:
+        value = yaml.safe_load(match["value"]) if match["value"].strip() else ""
+    except yaml.YAMLError as err:
+        raise PipelineError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+    return match["notebook"].strip(), match["run"], match["name"], value
+
+
+def apply_overrides(blocks: dict, overrides: list[str], resolve) -> dict:
+    """The profile's blocks with each --set applied (a copy); `resolve` maps a notebook prefix to its name."""
+    blocks = {k: ([dict(e) if isinstance(e, dict) else e for e in v] if isinstance(v, list)
+                  else dict(v) if isinstance(v, dict) else v) for k, v in blocks.items()}
+    for text in overrides or []:
+        prefix, run, name, value = parse_override(text)
+        notebook = resolve(prefix)
+        if name == RUN_KEY:
+            raise PipelineError(f"--set {text!r}: {RUN_KEY} names a run; it cannot be overridden")
+        block = blocks.get(notebook)
+        if block is None:
+            block = blocks[notebook] = [] if run is not None else {}
+        if isinstance(block, list):
+            if run is None:
+                targets = [e for e in block if isinstance(e, dict)]
+            else:
+                targets = [e for i, e in enumerate(block) if isinstance(e, dict)
+                           and (str(e.get(RUN_KEY, "")) == run or (run.isdigit() and int(run) == i))]
+                if not targets:
+                    names = [str(e.get(RUN_KEY, i)) for i, e in enumerate(block) if isinstance(e, dict)]
+                    raise PipelineError(f"--set {text!r}: notebook {notebook} has no run {run!r}; its runs: {names}")
+            for entry in targets:
+                entry[name] = value
+        elif isinstance(block, dict):
+            if run is not None:
+                raise PipelineError(f"--set {text!r}: notebook {notebook} runs once (its block is not a list), so "
+                                    f"[{run}] names nothing; write --set {notebook}.{name}=...")
+            block[name] = value
+    return blocks
+
+
 def plan_runs(profile: str, only: list[str] | None = None, start: str | None = None,
-              root: Path | None = None) -> list[Run]:
-    """The runs a profile asks for, after checking every notebook and parameter name in it."""
+              root: Path | None = None, overrides: list[str] | None = None) -> list[Run]:
+    """The runs a profile asks for (with `overrides`, see --set), after checking every notebook, name and type."""
     root = root or project_root()
     notebooks = {p.stem: p for p in list_notebooks(root)}
     blocks = load_profile(profile, root)
+    where = f"profile {profile!r}"
 
     def resolve(prefix: str) -> str:
         matches = [name for name in notebooks if name == prefix or name.split("_", 1)[0] == prefix]
@@ -81,8 +230,11 @@ def plan_runs(profile: str, only: list[str] | None = None, start: str | None = N
 
     unknown_notebooks = [name for name in blocks if name not in notebooks]
     if unknown_notebooks:
-        raise PipelineError(f"profile {profile!r} has blocks for unknown notebooks {unknown_notebooks}; "
+        raise PipelineError(f"{where} has blocks for unknown notebooks {unknown_notebooks}; "
                             f"notebooks: {', '.join(notebooks)}")
+    blocks = apply_overrides(blocks, overrides or [], resolve)
+    if overrides:
+        where += " with --set " + " ".join(overrides)
     selected = list(notebooks)
     if only:
         wanted = {resolve(p) for p in only}
@@ -91,19 +243,28 @@ def plan_runs(profile: str, only: list[str] | None = None, start: str | None = N
         first = resolve(start)
         selected = [n for n in selected if n >= first]
 
+    # Every block is checked, not only the selected ones: a typo found after hours of training helps no one.
     runs = []
-    for name in selected:
+    for name in notebooks:
+        block = blocks.get(name)
+        if block is None:
+            block = {}
+        if not isinstance(block, (dict, list)):
+            raise PipelineError(f"{where}, notebook {name}: the block must be a mapping of parameters (or a list of "
+                                f"them), got {_describe(block)}")
+        if name not in blocks and name not in selected:
+            continue
         declared = notebook_parameters(notebooks[name])
-        block = blocks.get(name) or {}
-        for i, params in enumerate(block if isinstance(block, list) else [block]):
-            params = dict(params or {})
-            run_name = str(params.pop(RUN_KEY, "")) or (str(i) if isinstance(block, list) else "")
-            unknown = sorted(set(params) - set(declared))
-            if unknown:
-                raise PipelineError(
-                    f"profile {profile!r}, notebook {name}: unknown parameter(s) {unknown}; "
-                    f"{name}.ipynb declares {sorted(declared)}")
-            runs.append(Run(notebooks[name], f"{name}-{run_name}" if run_name else name, params))
+        entries = block if isinstance(block, list) else [block]
+        for i, params in enumerate(entries):
+            if not isinstance(params, dict):
+                raise PipelineError(f"{where}, notebook {name}: entry {i} of its list is {_describe(params)}, not a "
+                                    "mapping of parameters (write `- _run: name` then `  PARAM: value` lines)")
+            params = dict(params)
+            run_name = str(params.pop(RUN_KEY, "") or "") or (str(i) if isinstance(block, list) else "")
+            check_parameters(params, declared, where, name)
+            if name in selected:
+                runs.append(Run(notebooks[name], f"{name}-{run_name}" if run_name else name, params))
     return runs
 
 
@@ -128,11 +289,15 @@ def execute(run: Run, out_dir: Path, root: Path) -> Path:
 
 
 def run_pipeline(profile: str = "demo", only: list[str] | None = None, start: str | None = None,
-                 out_dir: Path | None = None, root: Path | None = None) -> list[Path]:
-    """Run the profile's notebooks in order; stop at the first failure. Returns the executed copies."""
+                 out_dir: Path | None = None, root: Path | None = None,
+                 overrides: list[str] | None = None) -> list[Path]:
+    """Run the profile's notebooks in order (with --set `overrides`); stop at the first failure.
+
+    Returns the executed copies.
+    """
     root = root or project_root()
     out_dir = Path(out_dir or root / "build" / Path(profile).stem)
-    runs = plan_runs(profile, only, start, root)
+    runs = plan_runs(profile, only, start, root, overrides)
     log_path = out_dir / "pipeline.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
     outputs = []
@@ -155,15 +320,21 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None, start: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Overrides" + __doc__.split("Overrides", 1)[1])
     parser.add_argument("--profile", default="demo", help="params/<profile>.yaml, or a path to a YAML file (default: demo)")
     parser.add_argument("--only", help="comma-separated notebooks to run, e.g. 01,02")
     parser.add_argument("--from", dest="start", help="start at this notebook, e.g. 03")
     parser.add_argument("--out", type=Path, help="folder for executed copies (default: build/<profile>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NOTEBOOK[RUN].PARAM=VALUE",
+                        help="override one parameter (repeatable), e.g. --set 04_vit.EPOCHS=1 or "
+                             "--set 05_resnet[resnet50].EPOCHS=1; VALUE is YAML; without [RUN] every entry of a "
+                             "list block gets it")
     args = parser.parse_args(argv)
     only = [p.strip() for p in args.only.split(",")] if args.only else None
     try:
-        outputs = run_pipeline(args.profile, only, args.start, args.out)
+        outputs = run_pipeline(args.profile, only, args.start, args.out, overrides=args.overrides)
     except PipelineError as err:
         print(f"pipeline stopped: {err}", file=sys.stderr)
         return 1

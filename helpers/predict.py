@@ -2,17 +2,22 @@
 
     python -m helpers.predict PATH [PATH...] --run RUN_DIR [--frames 32] [--json]
 
-PATH may be a video, an image or a folder; a folder is searched recursively (a DFDC-layout folder keeps
-its videos one level down, in its parts) and its videos and images are scored in sorted order; other
-files in it (metadata.json, CSVs) are ignored. Every input gets one result, whatever happens to it:
-`status` is ok, unreadable (missing, empty, corrupt or truncated), no_face, unsupported (not a video
-or image by its extension, or a folder with none inside) or error (an unexpected failure, named in
-`reason`, so one bad file never stops the rest).
+PATH may be a video, an image or a folder; a folder is searched recursively, following symlinked
+sub-folders as frame sampling does (a DFDC-layout folder keeps its videos one level down, in its
+parts), and its videos and images are scored in sorted order; other files in it (metadata.json, CSVs)
+are ignored. Every input gets one result, whatever happens to it: `status` is ok, unreadable (missing,
+empty, corrupt or truncated), no_face, unsupported (not a video or image by its extension, or a folder
+with none inside) or error (an unexpected failure, named in `reason`, so one bad file never stops the
+rest). The command exits 1 when no input could be scored, 2 when the run cannot be loaded.
 
-Faces are found and cropped as notebook 02 did for training (MTCNN, the largest face above
-MIN_CONFIDENCE, a square crop of MARGIN x the box at FACE_SIZE, cut to the run's region variant if it
-has one, JPEG at quality 95 as the crop files were), fitted to the run's image size and normalised as
-in training; a video's score is the mean fake probability of its faces.
+Faces are found and cropped as notebook 02 did for the run's training data: the run's
+config.json["face_settings"] (notebook 02's settings.json, copied there by training) gives FACE_SIZE,
+MARGIN, MIN_CONFIDENCE, MIN_FACE_SIZE, DETECT_MAX_SIDE, SCALE_FACTOR, JPEG_QUALITY and KEEP; without
+it predict falls back to its own defaults and says so. The crop is cut to the run's region variant if
+it has one, fitted to the run's image size and normalised as in training. Each face's logit is
+calibrated with the run's metrics.json["calibration"] (Platt: sigmoid(slope * logit + intercept)) when
+present; a video's prob_fake is `helpers.metrics.aggregate_face_scores` of its faces' probabilities
+(their mean), and `call` is FAKE when prob_fake > metrics.json["threshold"]["value"] (0.5 without one).
 
 Only decoding, detection and the classifier cost time, so:
 - a video's sampled frames are decoded in one forward pass (`frames.read_frames`): DFDC videos have so
@@ -28,8 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 import time
+import warnings
+import zipfile
 from pathlib import Path
 
 # Before torch loads OpenMP (no effect once it has): idle OpenMP threads otherwise spin, and on a machine
@@ -40,15 +48,24 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from helpers import metrics  # noqa: E402
 from helpers.datasets import VARIANT_COLUMNS, fit_square, to_tensor  # noqa: E402
 from helpers.faces import (Face, FaceDetector, box_iou, crop_regions, read_image, select_faces,  # noqa: E402
-                           square_crop, to_crop_coords)
+                           shrink_hint, square_crop, to_crop_coords)
 from helpers.frames import VIDEO_EXTENSIONS, frame_indices, open_video, read_frames  # noqa: E402
 from helpers.runtime import cpu_count, progress, set_torch_threads  # noqa: E402
 from helpers.training import load_model, predict_logits  # noqa: E402
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 STATUSES = ("ok", "unreadable", "no_face", "unsupported", "error")
+# What predict uses when a run's config.json has no face_settings (runs trained before they were recorded).
+DEFAULT_FACE_SETTINGS = {"face_size": 224, "margin": 1.3, "min_confidence": 0.9, "min_face_size": 60,
+                         "detect_max_side": 640, "scale_factor": 0.709, "jpeg_quality": 95, "keep": "largest"}
+DEFAULT_THRESHOLD = 0.5
+
+
+class RunNotice(UserWarning):
+    """A run folder that predict can use, but not exactly as its training data was made (said once)."""
 # The square searched around a face's expected place between key frames: ROI_MARGIN x the expected
 # box's longer side, resized to ROI_SIZE px, so the face is ~ROI_SIZE / ROI_MARGIN px for MTCNN.
 ROI_MARGIN = 2.0
@@ -61,17 +78,97 @@ def kind_of(path: Path) -> str | None:
     return "video" if suffix in VIDEO_EXTENSIONS else "image" if suffix in IMAGE_EXTENSIONS else None
 
 
+def _media_files(folder: Path) -> list[Path]:
+    """Media files under `folder`, recursively, following symlinked folders (each real folder once)."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a symlink loop, or a folder linked twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(top) / name
+            # a broken symlink stays, so it is reported (unreadable) rather than dropped
+            if not name.startswith(".") and kind_of(path) and (path.is_file() or path.is_symlink()):
+                found.append(path)
+    return sorted(found)
+
+
 def expand_paths(paths) -> list[Path]:
-    """The inputs behind PATH arguments: files as given, folders replaced by their media files (recursive, sorted)."""
+    """The inputs behind PATH arguments: files as given, folders replaced by their media files (recursive,
+    following symlinked sub-folders, sorted)."""
     out = []
     for path in map(Path, paths):
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and kind_of(p)
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            out.extend(inside or [path])  # an empty folder stays, to be reported
+            out.extend(_media_files(path) or [path])  # an empty folder stays, to be reported
         else:
             out.append(path)
     return out
+
+
+def load_run_model(run_dir: Path):
+    """A run's model and saved settings (training.load_model), with a clear error for a bad model.pt."""
+    path = run_dir / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a finished training run?")
+    again = "retrain the run or copy model.pt again"
+    if path.is_dir() or path.stat().st_size == 0:
+        raise ValueError(f"{path} is {'a folder' if path.is_dir() else 'empty (0 bytes)'}: {again}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a checkpoint torch.save wrote (not a zip archive: truncated, corrupt or "
+                         f"another kind of file): {again}")
+    try:
+        return load_model(run_dir)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} was refused: it holds Python objects besides tensors and plain settings "
+                         f"({str(err).splitlines()[-1].strip()[:160]}), and loading those could run code. Use a "
+                         "model.pt that helpers.training wrote") from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} holds no model that helpers.training.save_weights wrote ({type(err).__name__}: "
+                         f"{err}; it writes state_dict, model, image_size, model_kwargs and variant): {again}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        text = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        if "state_dict" in str(err) or "size mismatch" in str(err):
+            raise ValueError(f"{path}: its weights do not fit the model it names ({text}): {again}") from None
+        raise ValueError(f"{path} cannot be loaded ({text}): {again}") from None
+
+
+def read_run_json(run_dir: Path, name: str) -> dict:
+    """A run's config.json or metrics.json as a dict ({} when absent); ValueError naming a broken one."""
+    path = run_dir / name
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} cannot be read as JSON ({err}): restore it from the run") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} should hold a JSON object, found a {type(data).__name__}")
+    return data
+
+
+def run_calibration(run_dir: Path, metrics_json: dict) -> tuple[tuple[float, float] | None, float, str]:
+    """(Platt slope and intercept or None, the FAKE/REAL threshold, where the threshold came from)."""
+    path = run_dir / "metrics.json"
+    calibration = metrics_json.get("calibration")
+    platt = None
+    if calibration is not None:
+        if not isinstance(calibration, dict) or calibration.get("method") != "platt":
+            method = calibration.get("method") if isinstance(calibration, dict) else calibration
+            raise ValueError(f"{path}: calibration method {method!r} is not supported (predict applies \"platt\")")
+        try:
+            platt = (float(calibration["slope"]), float(calibration["intercept"]))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: calibration needs numeric \"slope\" and \"intercept\", got {calibration}") from None
+    threshold = metrics_json.get("threshold")
+    if threshold is None:
+        return platt, DEFAULT_THRESHOLD, "default"
+    value = threshold.get("value") if isinstance(threshold, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{path}: threshold.value must be a probability in 0..1, got {threshold!r}")
+    return platt, float(value), str(path)
 
 
 def expected_boxes(index: int, keys: list[int], boxes: dict[int, np.ndarray]) -> list[np.ndarray]:
@@ -103,20 +200,27 @@ def from_roi(face: Face, square: np.ndarray, size: int) -> Face:
 class Predictor:
     """A run's best model and one MTCNN, loaded once, scoring any number of videos and images.
 
+    Face settings (face_size, margin, min_confidence, min_face_size, detect_max_side, scale_factor,
+    jpeg_quality, keep) come from run_dir/config.json["face_settings"], the settings notebook 02 cropped
+    the run's training faces with; an argument given here overrides its value; without face_settings
+    the DEFAULT_FACE_SETTINGS apply and a RunNotice says so once. `self.face_settings` holds what is
+    used and `self.face_settings_source` where it came from. Calibration and threshold come from
+    run_dir/metrics.json (see the module docstring).
+
     frames: frames sampled uniformly per video. detect_every: key-frame spacing (1 = search every
-    frame whole). min_face_size: smallest face searched for, in input pixels; smaller ones may still be
-    found (mtcnn 1.0 can skip only part of its pyramid, see faces.mtcnn_min_face), and a higher floor
-    than the FaceDetector default halves the whole-frame search on 1080p frames. jpeg_quality: crops
-    pass through JPEG like notebook 02's files (0 = off). The run's variant (model.pt's, as
-    training.save_weights wrote it) picks the crop: the face, or its eyes/lower/eyes_lower region.
-    threads: CPU threads for torch and TensorFlow (0 = every core). device: torch device (None = cuda
-    when available).
+    frame whole; KEEP "all" always searches every frame whole). min_face_size: smallest face searched
+    for, in input pixels. jpeg_quality: crops pass through JPEG like notebook 02's files (0 = off). The
+    run's variant (model.pt's, as training.save_weights wrote it) picks the crop: the face, or its
+    eyes/lower/eyes_lower region. threads: CPU threads for torch and TensorFlow (0 = every core).
+    device: torch device (None = cuda when available). A model.pt that cannot be loaded raises
+    ValueError saying why (empty, truncated, refused as unsafe, not a helpers.training model).
     """
 
-    def __init__(self, run_dir: str | Path, frames: int = 32, min_confidence: float = 0.9, margin: float = 1.3,
-                 face_size: int = 224, detect_max_side: int = 640, min_face_size: int = 60, detect_every: int = 4,
-                 jpeg_quality: int = 95, threads: int = 0, device: str | None = None,
-                 detector: FaceDetector | None = None, warm_up: bool = True):
+    def __init__(self, run_dir: str | Path, frames: int = 32, min_confidence: float | None = None,
+                 margin: float | None = None, face_size: int | None = None, detect_max_side: int | None = None,
+                 min_face_size: int | None = None, detect_every: int = 4, jpeg_quality: int | None = None,
+                 threads: int = 0, device: str | None = None, detector: FaceDetector | None = None,
+                 warm_up: bool = True, scale_factor: float | None = None, keep: str | None = None):
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"run folder {run_dir} does not exist: pass --run a folder written by "
@@ -124,30 +228,70 @@ class Predictor:
         if frames < 1 or detect_every < 1:
             raise ValueError(f"frames and detect_every must be >= 1, got {frames} and {detect_every}")
         started = time.perf_counter()
-        self.model, self.settings = load_model(run_dir)  # raises FileNotFoundError naming model.pt
+        self.model, self.settings = load_run_model(run_dir)
         self.variant, self.image_size = self.settings["variant"], int(self.settings["image_size"])
         if self.variant not in VARIANT_COLUMNS:
             raise ValueError(f"{run_dir / 'model.pt'}: unknown face variant {self.variant!r}")
+        self.face_settings, self.face_settings_source = self._face_settings(run_dir, {
+            "face_size": face_size, "margin": margin, "min_confidence": min_confidence,
+            "min_face_size": min_face_size, "detect_max_side": detect_max_side, "scale_factor": scale_factor,
+            "jpeg_quality": jpeg_quality, "keep": keep})
+        self.platt, self.threshold, self.threshold_source = run_calibration(run_dir, read_run_json(run_dir, "metrics.json"))
         self.threads = threads or cpu_count()
         set_torch_threads(self.threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         model_seconds = time.perf_counter() - started
-        self.detector = detector or FaceDetector(detect_max_side=detect_max_side, min_face_size=min_face_size,
-                                                 threads=self.threads)
+        fs = self.face_settings
+        self.detector = detector or FaceDetector(detect_max_side=fs["detect_max_side"], min_face_size=fs["min_face_size"],
+                                                 threads=self.threads, scale_factor=fs["scale_factor"])
         self.run_dir, self.frames, self.detect_every = run_dir, int(frames), int(detect_every)
-        self.min_confidence, self.margin, self.face_size = float(min_confidence), float(margin), int(face_size)
-        self.jpeg_quality = int(jpeg_quality)
+        self.min_confidence, self.margin, self.face_size = float(fs["min_confidence"]), float(fs["margin"]), int(fs["face_size"])
+        self.jpeg_quality, self.keep = int(fs["jpeg_quality"]), fs["keep"]
         if warm_up:  # TensorFlow and torch build their kernels on the first call: keep that out of per-file times
             self.detector.detect([np.zeros((ROI_SIZE, ROI_SIZE, 3), np.uint8)])
             self.classify([np.zeros((self.face_size, self.face_size, 3), np.uint8)], [None])
         self.startup = {"model": model_seconds, "detector": time.perf_counter() - started - model_seconds}
+
+    @staticmethod
+    def _face_settings(run_dir: Path, given: dict) -> tuple[dict, str]:
+        """The face settings to use: the arguments given, else config.json's face_settings, else the defaults."""
+        config_path = run_dir / "config.json"
+        recorded = read_run_json(run_dir, "config.json").get("face_settings")
+        if recorded is not None and not isinstance(recorded, dict):
+            raise ValueError(f"{config_path}: face_settings should be a mapping (notebook 02's settings.json), "
+                             f"got {recorded!r}")
+        if recorded is None:
+            missing = [k for k, v in given.items() if v is None]
+            if missing:
+                warnings.warn(f"{config_path} has no face_settings (the run predates them): predict crops with its "
+                              f"defaults {', '.join(f'{k}={DEFAULT_FACE_SETTINGS[k]}' for k in missing)}, which may "
+                              "differ from how the training faces were cut", RunNotice, stacklevel=3)
+            source, base = "defaults", DEFAULT_FACE_SETTINGS
+        else:
+            source = f"{config_path} face_settings"
+            base = {**DEFAULT_FACE_SETTINGS, **{k: recorded[k] for k in DEFAULT_FACE_SETTINGS if k in recorded}}
+        settings = {k: (base[k] if v is None else v) for k, v in given.items()}
+        if settings["keep"] not in ("largest", "all"):
+            raise ValueError(f"KEEP must be 'largest' or 'all', got {settings['keep']!r} (from {source})")
+        return settings, source
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Fake probability of each face logit, calibrated with the run's Platt scaling when it has one."""
+        logits = np.asarray(logits, dtype=np.float64)
+        if self.platt is not None:
+            return metrics.apply_platt(logits, *self.platt)
+        return 1 / (1 + np.exp(-logits))
 
     # --- faces -------------------------------------------------------------------------------------
 
     def largest(self, faces: list[Face]) -> Face | None:
         selected = select_faces(faces, "largest", self.min_confidence)
         return selected[0] if selected else None
+
+    def all_faces(self, frames: list[np.ndarray]) -> list[list[Face]]:
+        """Every face to score in each frame (KEEP "all": no tracking, each frame searched whole)."""
+        return [select_faces(faces, "all", self.min_confidence) for faces in self.detector.detect(frames)]
 
     def locate_faces(self, frames: list[np.ndarray]) -> list[Face | None]:
         """The face to score in each frame (None where there is none), searching whole frames only on key frames."""
@@ -188,25 +332,26 @@ class Predictor:
         return fit_square(crop, self.image_size)
 
     def classify(self, images: list[np.ndarray], faces: list[Face | None]) -> np.ndarray:
-        """Fake probability of each face (one batch); a None face is taken as the whole image (warm-up only)."""
+        """Fake probability of each face (one batch, calibrated); a None face is the whole image (warm-up only)."""
         crops = [self.crop(image, face) if face is not None else fit_square(image, self.image_size)
                  for image, face in zip(images, faces)]
         batch = torch.stack([to_tensor(c) for c in crops])
         logits = predict_logits(self.model, [(batch, None, None)], self.device)
-        return 1 / (1 + np.exp(-logits.astype(np.float64)))
+        return self.probabilities(logits)
 
     # --- inputs ------------------------------------------------------------------------------------
 
     def predict_path(self, path: str | Path) -> dict:
         """Score one video or image; never raises for a bad file (see `status` and `reason`).
 
-        Returns path, kind (video | image | None), status, reason, prob_fake (mean over the faces, None
-        without one), n_frames_sampled, n_faces (frames whose face was scored), seconds and timing
-        (decode, detect, classify seconds; cropping counts as classify).
+        Returns path, kind (video | image | None), status, reason, prob_fake (aggregate_face_scores of
+        the faces' calibrated probabilities, None without a face), call ("FAKE" when prob_fake >
+        threshold, else "REAL"; None without a score), threshold, n_frames_sampled, n_faces (faces
+        scored), seconds and timing (decode, detect, classify seconds; cropping counts as classify).
         """
         path = Path(path)
         result = {"path": str(path), "kind": kind_of(path), "status": "ok", "reason": "", "prob_fake": None,
-                  "n_frames_sampled": 0, "n_faces": 0, "seconds": 0.0,
+                  "call": None, "threshold": self.threshold, "n_frames_sampled": 0, "n_faces": 0, "seconds": 0.0,
                   "timing": {"decode": 0.0, "detect": 0.0, "classify": 0.0}}
         started = time.perf_counter()
         try:
@@ -221,7 +366,7 @@ class Predictor:
             else:
                 self._score(path, result)
         except Exception as err:  # noqa: BLE001 - one input's failure must not stop the others
-            result.update(status="error", reason=f"{path}: {type(err).__name__}: {err}", prob_fake=None)
+            result.update(status="error", reason=f"{path}: {type(err).__name__}: {err}", prob_fake=None, call=None)
         result["seconds"] = time.perf_counter() - started
         return result
 
@@ -249,25 +394,30 @@ class Predictor:
         result["n_frames_sampled"] = len(frames)
 
         clock = time.perf_counter()
+        all_faces = None
         if result["kind"] == "image":
             all_faces = self.detector.detect(frames)[0]
-            faces = [self.largest(all_faces)]
+            chosen = select_faces(all_faces, self.keep, self.min_confidence)
+            used = [(frames[0], face) for face in chosen]
+        elif self.keep == "all":
+            used = [(frame, face) for frame, faces in zip(frames, self.all_faces(frames)) for face in faces]
         else:
-            all_faces, faces = None, self.locate_faces(frames)
+            used = [(frame, face) for frame, face in zip(frames, self.locate_faces(frames)) if face is not None]
         timing["detect"] = time.perf_counter() - clock
 
-        used = [(frame, face) for frame, face in zip(frames, faces) if face is not None]
         if not used:
             where = "the image" if result["kind"] == "image" else f"any of the {len(frames)} sampled frames"
             best = max((f.confidence for f in all_faces), default=None) if all_faces is not None else None
             detail = f" (best confidence {best:.2f})" if best is not None else ""
+            hint = shrink_hint(frames[0].shape, self.detector.detect_max_side) if frames else ""
             result.update(status="no_face", reason=f"{path}: no face with confidence >= {self.min_confidence} "
-                          f"in {where}{detail}")
+                          f"in {where}{detail}{hint}")
             return
         clock = time.perf_counter()
         probs = self.classify([frame for frame, _ in used], [face for _, face in used])
         timing["classify"] = time.perf_counter() - clock
-        result.update(prob_fake=float(probs.mean()), n_faces=len(used))
+        prob = metrics.aggregate_face_scores(probs)
+        result.update(prob_fake=prob, call="FAKE" if prob > self.threshold else "REAL", n_faces=len(used))
 
     def read_video(self, path: Path) -> list[np.ndarray]:
         """The sampled frames of a video (uniform), decoded in one pass; ValueError saying why it cannot be read."""
@@ -280,10 +430,13 @@ class Predictor:
 
 
 def make_untrained_run(run_dir: str | Path, model: str = "resnet50", image_size: int = 128,
-                       model_kwargs: dict | None = None, variant: str = "full", seed: int = 0) -> Path:
+                       model_kwargs: dict | None = None, variant: str = "full", seed: int = 0,
+                       face_settings: dict | None = None, metrics_json: dict | None = None) -> Path:
     """A run folder holding a randomly initialised model (model.pt as training.save_weights writes it, config.json).
 
     For tests and benchmarks, which need predict's whole path and its real cost but no trained weights.
+    face_settings goes into config.json (as training copies notebook 02's settings.json there) and
+    metrics_json, when given, is written as metrics.json (calibration, threshold).
     """
     from helpers.models import build_model  # noqa: PLC0415
 
@@ -295,8 +448,12 @@ def make_untrained_run(run_dir: str | Path, model: str = "resnet50", image_size:
                 "variant": variant}
     torch.save({"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, **settings},
                run_dir / "model.pt")
-    (run_dir / "config.json").write_text(json.dumps({**settings, "run_name": run_dir.name, "untrained": True},
-                                                    indent=2))
+    config = {**settings, "run_name": run_dir.name, "untrained": True}
+    if face_settings is not None:
+        config["face_settings"] = dict(face_settings)
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    if metrics_json is not None:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics_json, indent=2))
     return run_dir
 
 
@@ -309,16 +466,16 @@ def _short(text: str, width: int) -> str:
 def format_table(results: list[dict]) -> str:
     """Fixed-width table, one line per input, then a count by status."""
     width = min(60, max([4] + [len(r["path"]) for r in results]))
-    header = (f"{'path':<{width}}  {'kind':<5}  {'status':<11}  {'p(fake)':>7}  {'faces':>7}  {'seconds':>7}  "
-              f"{'decode':>6}  {'detect':>6}  {'classify':>8}  reason")
+    header = (f"{'path':<{width}}  {'kind':<5}  {'status':<11}  {'p(fake)':>7}  {'call':<4}  {'faces':>7}  "
+              f"{'seconds':>7}  {'decode':>6}  {'detect':>6}  {'classify':>8}  reason")
     lines = [header, "-" * len(header)]
     for r in results:
         prob = f"{r['prob_fake']:.3f}" if r["prob_fake"] is not None else "-"
         faces = f"{r['n_faces']}/{r['n_frames_sampled']}"
         t = r["timing"]
         lines.append(f"{_short(r['path'], width):<{width}}  {r['kind'] or '-':<5}  {r['status']:<11}  {prob:>7}  "
-                     f"{faces:>7}  {r['seconds']:>7.2f}  {t['decode']:>6.2f}  {t['detect']:>6.2f}  "
-                     f"{t['classify']:>8.2f}  {r['reason']}".rstrip())
+                     f"{r.get('call') or '-':<4}  {faces:>7}  {r['seconds']:>7.2f}  {t['decode']:>6.2f}  "
+                     f"{t['detect']:>6.2f}  {t['classify']:>8.2f}  {r['reason']}".rstrip())
     counts = {s: sum(r["status"] == s for r in results) for s in STATUSES}
     lines.append(f"{len(results)} input(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return "\n".join(lines)
@@ -334,9 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument("--detect-every", type=int, default=4,
                         help="search whole frames on every k-th sampled frame, near the face between (1 = all)")
-    parser.add_argument("--detect-max-side", type=int, default=640, help="MTCNN sees frames shrunk to this side")
-    parser.add_argument("--min-confidence", type=float, default=0.9,
-                        help="MTCNN confidence below which a face is ignored")
+    parser.add_argument("--detect-max-side", type=int, default=None,
+                        help="MTCNN sees frames shrunk to this side (default: the run's face_settings)")
+    parser.add_argument("--min-confidence", type=float, default=None,
+                        help="MTCNN confidence below which a face is ignored (default: the run's face_settings)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = every core)")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.detect_every < 1:
@@ -350,12 +508,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predict: {err}", file=sys.stderr)
         return 2
     print(f"predict: start-up {time.perf_counter() - started:.1f} s (model {predictor.startup['model']:.1f} s, "
-          f"detector {predictor.startup['detector']:.1f} s)", file=sys.stderr)
+          f"detector {predictor.startup['detector']:.1f} s); faces cut with {predictor.face_settings_source}; "
+          f"{'Platt-calibrated, ' if predictor.platt else ''}FAKE above {predictor.threshold:g} "
+          f"({predictor.threshold_source})", file=sys.stderr)
     results = predictor.predict_paths(args.paths, show_progress=not args.json and sys.stderr.isatty())
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print(format_table(results))
+    if not any(r["status"] == "ok" for r in results):
+        print(f"predict: none of the {len(results)} input(s) could be scored (see each reason)", file=sys.stderr)
+        return 1
     return 0
 
 
