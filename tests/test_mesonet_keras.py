@@ -3,7 +3,8 @@
 The Keras side is rebuilt from the authors' `classifiers.py` (github.com/DariusAf/MesoNet) with the
 Keras 3 functional API and loads each .h5 with Keras's own `model.load_weights`: Keras 3 still reads
 Keras 2 weights-only HDF5 files (matching layers by topological order), so the reference shares no
-code with `helpers.models.load_keras_weights`.
+code with `helpers.models.load_keras_weights`. Their sigmoid is P(REAL); ours is P(FAKE), so our
+logit must be minus theirs and our probability 1 - theirs.
 """
 from __future__ import annotations
 
@@ -125,8 +126,49 @@ def test_pytorch_mesonet_matches_keras(keras, shared_data, images, stem):
 
     np.testing.assert_allclose(features, k_features, atol=1e-4, rtol=1e-4)
     # Logits can be ~90 on noise, so compare them relatively; probabilities absolutely.
-    np.testing.assert_allclose(logits, k_logits, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(torch.sigmoid(torch.from_numpy(logits)).numpy(), k_prob[:, 0], atol=1e-4)
+    np.testing.assert_allclose(logits, -k_logits, rtol=1e-5, atol=1e-4)
+    p_fake = torch.sigmoid(torch.from_numpy(logits)).numpy()
+    np.testing.assert_allclose(p_fake, 1 - k_prob[:, 0], atol=1e-4)
+    if stem == "Meso4_DF":  # the face photos are real, and the authors' Meso4_DF says so (P(REAL) > 0.5)
+        assert (k_prob[:2, 0] > 0.5).all() and (p_fake[:2] < 0.5).all()
+
+
+def _write_keras2_h5(path, layers: dict[str, dict[str, np.ndarray]]) -> None:
+    """A Keras 2 weights-only HDF5 file (what model.save_weights wrote) holding `layers` in that order."""
+    import h5py  # noqa: PLC0415
+
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [name.encode() for name in layers]
+        for name, arrays in layers.items():
+            group = f.create_group(name)
+            group.attrs["weight_names"] = [f"{name}/{key}:0".encode() for key in arrays]
+            for key, array in arrays.items():
+                group.create_dataset(f"{name}/{key}:0", data=array)
+
+
+def test_loaded_mesonet_outputs_the_fake_logit_minus_the_files_real_logit(tmp_path):
+    rng = np.random.default_rng(0)
+    layers = {}
+    for i, (k, cin, cout) in enumerate([(3, 3, 8), (5, 8, 8), (5, 8, 16), (5, 16, 16)], start=1):
+        layers[f"conv2d_{i}"] = {"kernel": rng.normal(0, 0.3, (k, k, cin, cout)), "bias": rng.normal(0, 0.1, cout)}
+        layers[f"batch_normalization_{i}"] = {"gamma": rng.uniform(0.5, 1.5, cout), "beta": rng.normal(0, 0.1, cout),
+                                              "moving_mean": rng.normal(0, 0.1, cout), "moving_variance": rng.uniform(0.5, 1.5, cout)}
+    layers["dense_1"] = {"kernel": rng.normal(0, 0.5, (16, 16)), "bias": rng.normal(0, 0.1, 16)}
+    layers["dense_2"] = {"kernel": rng.normal(0, 0.5, (16, 1)), "bias": np.array([0.3])}
+    path = tmp_path / "tiny_meso4.h5"
+    _write_keras2_h5(path, {name: {k: v.astype(np.float32) for k, v in arrays.items()} for name, arrays in layers.items()})
+
+    model = load_keras_weights(build_model("meso4", image_size=32), path).eval()
+    x = torch.from_numpy(rng.random((5, 3, 32, 32), dtype=np.float32))
+    with torch.no_grad():
+        hidden = model.classifier[:-1](model.features(x)).numpy()  # the 16 LeakyReLU outputs the last Dense reads
+        logits = model(x).numpy()
+    file_logits = (hidden @ layers["dense_2"]["kernel"] + layers["dense_2"]["bias"])[:, 0]  # the file's: REAL
+    np.testing.assert_allclose(logits, -file_logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(torch.sigmoid(torch.from_numpy(logits)).numpy(),
+                               1 - torch.sigmoid(torch.from_numpy(file_logits)).numpy(), atol=1e-6)
+    # Only the output layer is negated: the hidden Dense keeps the file's orientation.
+    np.testing.assert_allclose(model.classifier[2].weight.detach().numpy(), layers["dense_1"]["kernel"].T, rtol=1e-6)
 
 
 @pytest.mark.realdata

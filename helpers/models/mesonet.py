@@ -2,7 +2,9 @@
 
 The layers follow the authors' Keras code (github.com/DariusAf/MesoNet, `classifiers.py`) exactly, so
 their published weights load and give the same outputs: Keras's 'same' max-pooling, BatchNorm's
-epsilon of 1e-3, and Keras's channels-last flatten order are all reproduced.
+epsilon of 1e-3, and Keras's channels-last flatten order are all reproduced. One thing is changed on
+purpose: their sigmoid is P(REAL), and `load_keras_weights` negates the last layer so that ours, like
+every model of the study, outputs the FAKE logit (sigmoid = 1 - their output).
 """
 from __future__ import annotations
 
@@ -121,7 +123,7 @@ class MesoNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B,) logits; sigmoid gives the Keras model's output."""
+        """(B, 3, H, W) -> (B,) FAKE logits (for the authors' weights: minus their Keras model's logit)."""
         return self.classifier(self.features(x))
 
 
@@ -211,7 +213,14 @@ def _take(arrays: dict[str, np.ndarray], key: str, where: str) -> np.ndarray:
 
 
 def load_keras_weights(model: MesoNet, h5_path: str | Path) -> MesoNet:
-    """Load the authors' Keras MesoNet weights (e.g. Meso4_DF.h5) into our Meso4 / MesoInception4, in place."""
+    """Load the authors' Keras MesoNet weights (e.g. Meso4_DF.h5) into our Meso4 / MesoInception4, in place.
+
+    The loaded model outputs the FAKE logit like every model of the study. The authors' sigmoid is
+    P(REAL): their `example.py` reads test_images/{df,real} with flow_from_directory, which numbers
+    classes alphabetically (df = 0, real = 1; their issue #9 shows a real face scoring 0.998). So the
+    last Dense layer's weight and bias are negated here: our logit is minus theirs, and since
+    sigmoid(-z) = 1 - sigmoid(z), our sigmoid is exactly 1 - their output. Callers must not flip again.
+    """
     if not isinstance(model, MesoNet):
         raise TypeError(f"load_keras_weights needs a Meso4 or MesoInception4, got {type(model).__name__}")
     path = Path(h5_path)
@@ -261,7 +270,10 @@ def load_keras_weights(model: MesoNet, h5_path: str | Path) -> MesoNet:
                 )
             # Keras flattened (H, W, C), PyTorch flattens (C, H, W): reorder the kernel's input rows.
             kernel = kernel.reshape(height, width, channels, -1).transpose(2, 0, 1, 3).reshape(kernel.shape[0], -1)
+        bias = _take(arrays, "bias", where)
+        if i == len(ours["dense"]) - 1:
+            kernel, bias = -kernel, -bias  # their output unit is REAL; ours is FAKE (see the docstring)
         _assign(module.weight, kernel.T, where)
-        _assign(module.bias, _take(arrays, "bias", where), where)
+        _assign(module.bias, bias, where)
     return model
 
