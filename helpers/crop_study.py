@@ -46,9 +46,10 @@ RUN_IDENTITY = ("split_csv", "model", "model_kwargs", "variant", "seed", "image_
 # The authors' weight files -> our architecture name.
 PUBLISHED_WEIGHTS = {"Meso4_DF": "meso4", "Meso4_F2F": "meso4",
                      "MesoInception_DF": "mesoinception4", "MesoInception_F2F": "mesoinception4"}
-PREDICTION_COLUMNS = ["model", "variant", "seed", "run", "face_path", "video_id", "label", "prob_fake", "logit", "split"]
-SCORE_METRICS = ("accuracy", "auc")
-METRIC_LABELS = {"accuracy": "Accuracy", "auc": "AUC"}
+PREDICTION_COLUMNS = ["model", "variant", "seed", "run", "face_path", "video_id", "group", "label", "prob_fake", "logit",
+                      "split", "threshold", "trained"]
+SCORE_METRICS = ("balanced_accuracy", "auc")
+METRIC_LABELS = {"balanced_accuracy": "Balanced acc.", "auc": "AUC"}
 VARIANT_LABELS = {"full": "full face", "eyes": "eyes", "lower": "lower face", "eyes_lower": "eyes + lower face"}
 
 
@@ -57,8 +58,13 @@ def run_name(model: str, variant: str, seed: int) -> str:
     return f"crop-{model}-{variant}-s{int(seed)}"
 
 
-def plan_runs(models: Sequence[str], variants: Sequence[str], seeds: Iterable[int], **settings) -> list[dict]:
-    """One training config per (model, variant, seed), all with the same `settings` (the same budget)."""
+def plan_runs(models: Sequence[str], variants: Sequence[str], seeds: Iterable[int],
+              recipes: dict[str, dict] | None = None, **settings) -> list[dict]:
+    """One training config per (model, variant, seed), all with the same `settings` (the same budget).
+
+    `recipes` maps a model to the settings chosen for it on validation (`choose_recipes`: learning
+    rate and warm-up); every variant and seed of that model uses the same recipe.
+    """
     taken = {"model", "variant", "seed", "run_name"} & set(settings)
     if taken:
         raise ValueError(f"plan_runs sets {sorted(taken)} itself; pass models, variants and seeds instead")
@@ -76,11 +82,52 @@ def plan_runs(models: Sequence[str], variants: Sequence[str], seeds: Iterable[in
     configs = []
     for model in models:
         pretrained = bool(settings.get("pretrained", False)) and model not in NO_PRETRAINED
+        recipe = dict((recipes or {}).get(model, {}))
         for variant in variants:
             for seed in seeds:
-                configs.append(training.make_config(**{**settings, "pretrained": pretrained}, model=model,
+                configs.append(training.make_config(**{**settings, **recipe, "pretrained": pretrained}, model=model,
                                                     variant=variant, seed=seed, run_name=run_name(model, variant, seed)))
     return configs
+
+
+RECIPE_KEYS = ("lr", "warmup_epochs")
+
+
+def choose_recipes(models: Sequence[str], recipes: Sequence[dict], variant: str = "full", seed: int = 0,
+                   keep_checkpoints: bool = False, **settings) -> tuple[dict[str, dict], pd.DataFrame]:
+    """Per model, the recipe (learning rate, warm-up) with the highest VALIDATION AUC on `variant`.
+
+    One tuning run per (model, recipe) named crop-tune-<model>-r<i>; test predictions are written
+    by every run but never read here. With a single recipe nothing is trained and it is every
+    model's recipe. Returns {model: recipe} and a table of every candidate's validation AUC.
+    """
+    recipes = [dict(r) for r in recipes]
+    if not recipes:
+        raise ValueError("RECIPES is empty: give at least one {lr: ..., warmup_epochs: ...}")
+    for recipe in recipes:
+        unknown = sorted(set(recipe) - set(RECIPE_KEYS))
+        if unknown:
+            raise ValueError(f"a recipe sets {unknown}; recipes may set only {list(RECIPE_KEYS)}, got {recipe}")
+    if len(recipes) == 1:
+        table = pd.DataFrame([{"model": m, "recipe": 0, **recipes[0], "val_auc": math.nan, "chosen": True}
+                              for m in models])
+        return {m: recipes[0] for m in models}, table
+    configs = []
+    # Tuning runs live apart (results.find_runs skips _tuning), so the leaderboard lists only the study.
+    settings = {**settings, "out_dir": str(Path(settings.get("out_dir", training.DEFAULTS["out_dir"])) / "_tuning")}
+    for model in models:
+        pretrained = bool(settings.get("pretrained", False)) and model not in NO_PRETRAINED
+        for i, recipe in enumerate(recipes):
+            configs.append(training.make_config(**{**settings, **recipe, "pretrained": pretrained}, model=model,
+                                                variant=variant, seed=seed, run_name=f"crop-tune-{model}-r{i}"))
+    manifest = train_all(configs, keep_checkpoints=keep_checkpoints)
+    rows = []
+    for (model, i), run_dir in zip([(m, i) for m in models for i in range(len(recipes))], manifest["run_dir"]):
+        rows.append({"model": model, "recipe": i, **recipes[i], "val_auc": results.load_run(run_dir).val_auc})
+    table = pd.DataFrame(rows)
+    best = table.loc[table.groupby("model", sort=False)["val_auc"].idxmax()]
+    table["chosen"] = table.index.isin(best.index)
+    return {row.model: recipes[int(row.recipe)] for row in best.itertuples()}, table
 
 
 def _plain(value):
@@ -138,8 +185,26 @@ def train_all(configs: Sequence[dict], keep_checkpoints: bool = False) -> pd.Dat
     return pd.DataFrame(rows, columns=["run", "model", "variant", "seed", "run_dir", "status", "reason"])
 
 
+def trained_on_validation(run, n_boot: int = 1000, seed: int = 0) -> tuple[bool, dict]:
+    """Whether a run learned anything, judged on VALIDATION only: its val AUC interval (groups resampled) clears 0.5.
+
+    A model whose validation AUC is at chance "did not train" and is not compared: two collapsed
+    variants would otherwise read as "no significant difference".
+    """
+    val = run.val
+    if val.empty or val["label"].nunique() < 2:
+        return False, {"value": math.nan, "lo": math.nan, "hi": math.nan}
+    groups = val["group"] if "group" in val.columns and val["group"].notna().all() else val["video_id"]
+    auc = M.bootstrap_ci(val["label"], val["prob_fake"], n_boot=n_boot, seed=seed, groups=groups)["auc"]
+    return bool(np.isfinite(auc["lo"]) and auc["lo"] > 0.5), auc
+
+
 def collect_predictions(runs: Iterable) -> pd.DataFrame:
-    """The test predictions of finished runs (Run objects or run folders), stacked with model, variant, seed, run."""
+    """The test predictions of finished runs (Run objects or folders), stacked with model, variant, seed, run.
+
+    Each row also carries its run's validation-chosen `threshold` and whether the run `trained`
+    (validation AUC above chance, `trained_on_validation`).
+    """
     frames, seen = [], {}
     for item in runs:
         run = item if isinstance(item, results.Run) else results.load_run(item)
@@ -151,7 +216,10 @@ def collect_predictions(runs: Iterable) -> pd.DataFrame:
         test = run.test
         if test.empty:
             raise ValueError(f"{run.path / 'predictions.csv'} has no test rows: was the run finished?")
-        frames.append(test.assign(model=key[0], variant=key[1], seed=key[2], run=run.name)[PREDICTION_COLUMNS])
+        trained, _ = trained_on_validation(run)
+        group = test["group"] if "group" in test.columns else test["video_id"]
+        frames.append(test.assign(model=key[0], variant=key[1], seed=key[2], run=run.name, group=group,
+                                  threshold=run.threshold, trained=trained).reindex(columns=PREDICTION_COLUMNS))
     if not frames:
         raise ValueError("no runs given: train the study first (crop_study.train_all)")
     return pd.concat(frames, ignore_index=True)
@@ -169,7 +237,13 @@ def _check_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     if duplicated.any():
         example = predictions.loc[duplicated, ["model", "variant", "seed", "face_path"]].iloc[0].tolist()
         raise ValueError(f"{int(duplicated.sum())} face(s) are scored twice by one run, e.g. {example}")
-    return predictions.assign(seed=predictions["seed"].astype(int))
+    defaults = {"group": predictions["video_id"], "threshold": 0.5, "trained": True}
+    for column, value in defaults.items():
+        if column not in predictions.columns:
+            predictions = predictions.assign(**{column: value})
+        elif predictions[column].isna().any():
+            predictions = predictions.assign(**{column: predictions[column].where(predictions[column].notna(), value)})
+    return predictions.assign(seed=predictions["seed"].astype(int), trained=predictions["trained"].astype(bool))
 
 
 def paired_faces(predictions: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -183,7 +257,7 @@ def paired_faces(predictions: pd.DataFrame, model: str) -> pd.DataFrame:
     if len(common) < largest:
         warnings.warn(f"{model}: only {len(common)} of {largest} test faces were scored by every variant and seed; "
                       "the comparison uses those", stacklevel=2)
-    faces = own[own["face_path"].isin(common)].drop_duplicates("face_path")[["face_path", "video_id", "label"]]
+    faces = own[own["face_path"].isin(common)].drop_duplicates("face_path")[["face_path", "video_id", "group", "label"]]
     labels = own[own["face_path"].isin(common)].groupby("face_path")["label"].nunique()
     if (labels > 1).any():
         raise ValueError(f"{model}: {int((labels > 1).sum())} face(s) carry different labels in different runs, "
@@ -197,20 +271,35 @@ def _aligned(predictions: pd.DataFrame, model: str, variant: str, seed: int, fac
     return run.set_index("face_path")["prob_fake"].reindex(faces["face_path"]).to_numpy(dtype=np.float64)
 
 
-def variant_scores(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 0, threshold: float = 0.5,
-                   alpha: float = 0.05) -> pd.DataFrame:
-    """Accuracy and AUC with bootstrap intervals (resampling videos) per model, variant and seed, on paired faces."""
+def _seeds(own: pd.DataFrame, variant: str) -> list[int]:
+    return sorted(own.loc[own["variant"] == variant, "seed"].unique())
+
+
+def _thresholds(own: pd.DataFrame, variant: str, seeds: list[int]) -> list[float]:
+    first = own[own["variant"] == variant].drop_duplicates("seed").set_index("seed")["threshold"]
+    return [float(first[s]) for s in seeds]
+
+
+def variant_scores(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """Balanced accuracy and AUC with 95% intervals per model and variant, on the model's paired test faces.
+
+    Intervals resample identity groups; with several seeds, groups and seeds are resampled together
+    (a hierarchical bootstrap) and the value is the mean over seeds. Each run is scored at its own
+    validation-chosen threshold.
+    """
     predictions = _check_predictions(predictions)
     rows = []
     for model in predictions["model"].drop_duplicates():
         faces = paired_faces(predictions, model)
         own = predictions[predictions["model"] == model]
-        for (variant, run_seed), _ in own.groupby(["variant", "seed"], sort=False):
-            prob = _aligned(predictions, model, variant, run_seed, faces)
-            # One bootstrap seed for every run: the same video resamples, so the intervals are comparable.
-            ci = M.bootstrap_ci(faces["label"], prob, n_boot=n_boot, seed=seed, alpha=alpha,
-                                groups=faces["video_id"], threshold=threshold)
-            row = {"model": model, "variant": variant, "seed": int(run_seed), "n": len(faces)}
+        for variant in own["variant"].drop_duplicates():
+            seeds = _seeds(own, variant)
+            probs = np.stack([_aligned(own, model, variant, s, faces) for s in seeds])
+            ci = M.hierarchical_bootstrap(faces["label"], probs, faces["group"], n_boot=n_boot, seed=seed, alpha=alpha,
+                                          threshold=_thresholds(own, variant, seeds))
+            trained = bool(own.loc[own["variant"] == variant, "trained"].all())
+            row = {"model": model, "variant": variant, "n_seeds": len(seeds), "n": len(faces),
+                   "groups": int(faces["group"].nunique()), "trained": trained}
             for metric in SCORE_METRICS:
                 row.update({metric: ci[metric]["value"], f"{metric}_lo": ci[metric]["lo"], f"{metric}_hi": ci[metric]["hi"]})
             rows.append(row)
@@ -221,33 +310,48 @@ def _correct(prob: np.ndarray, labels: pd.Series, threshold: float) -> np.ndarra
     return (prob > threshold) == (M.labels_to_int(labels) == 1)
 
 
-def paired_tests(predictions: pd.DataFrame, normal: str = "full", cropped: str = "eyes_lower",
-                 threshold: float = 0.5) -> pd.DataFrame:
-    """McNemar's test of normal vs cropped per model: per seed, and on the seed ensemble (seed "mean").
+PAIRED_COLUMNS = ["model", "auc_diff", "auc_diff_lo", "auc_diff_hi", "auc_p", "auc_p_holm", "bal_acc_diff",
+                  "bal_acc_diff_lo", "bal_acc_diff_hi", "bal_acc_p", "b", "c", "mcnemar_p", "n", "groups", "n_seeds",
+                  "trained"]
 
-    b counts faces the normal-image model gets right and the cropped one wrong, c the reverse.
+
+def paired_tests(predictions: pd.DataFrame, normal: str = "full", cropped: str = "eyes_lower", n_boot: int = 1000,
+                 seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """Cropped minus normal per model: a paired group bootstrap of the AUC and balanced-accuracy differences.
+
+    Both variants are scored on the same resamples of identity groups (seeds resampled too when there
+    are several), the p-values are two-sided bootstrap p-values, and `auc_p_holm` adjusts the AUC
+    p-values across the models compared (Holm). McNemar's b (right on normal, wrong on cropped), c and
+    p on the seed ensemble stay as a secondary check. Models that did not train on validation are
+    listed with trained = False and left out of the Holm family.
     """
     predictions = _check_predictions(predictions)
     rows = []
     for model in predictions["model"].drop_duplicates():
         own = predictions[predictions["model"] == model]
-        seeds = {v: sorted(own.loc[own["variant"] == v, "seed"].unique()) for v in (normal, cropped)}
+        seeds = {v: _seeds(own, v) for v in (normal, cropped)}
         if not seeds[normal] or not seeds[cropped]:
             continue  # a reference model, or a model trained on one variant only: nothing to pair
-        if seeds[normal] != seeds[cropped]:
-            raise ValueError(f"{model}: seeds {seeds[normal]} were trained on {normal!r} but {seeds[cropped]} on "
-                             f"{cropped!r}; train the missing runs (RESUME reuses the finished ones)")
         faces = paired_faces(own[own["variant"].isin([normal, cropped])], model)
         probs = {v: np.stack([_aligned(own, model, v, s, faces) for s in seeds[v]]) for v in (normal, cropped)}
-        entries = [(s, i) for i, s in enumerate(seeds[normal])]
-        if len(entries) > 1:
-            entries.append(("mean", None))
-        for label, i in entries:
-            pick = (lambda v: probs[v].mean(axis=0)) if i is None else (lambda v, i=i: probs[v][i])
-            test = M.mcnemar(_correct(pick(normal), faces["label"], threshold),
-                             _correct(pick(cropped), faces["label"], threshold))
-            rows.append({"model": model, "seed": str(label), **test})
-    return pd.DataFrame(rows, columns=["model", "seed", "b", "c", "statistic", "p_value", "method", "n"])
+        thresholds = {v: _thresholds(own, v, seeds[v]) for v in (normal, cropped)}
+        diff = M.hierarchical_paired_bootstrap(faces["label"], probs[normal], probs[cropped], faces["group"],
+                                               thresholds[normal], thresholds[cropped], n_boot, seed, alpha)
+        mc = M.mcnemar(_correct(probs[normal].mean(axis=0), faces["label"], float(np.mean(thresholds[normal]))),
+                       _correct(probs[cropped].mean(axis=0), faces["label"], float(np.mean(thresholds[cropped]))))
+        trained = bool(own.loc[own["variant"].isin([normal, cropped]), "trained"].all())
+        rows.append({"model": model, "auc_diff": diff["auc"]["diff"], "auc_diff_lo": diff["auc"]["lo"],
+                     "auc_diff_hi": diff["auc"]["hi"], "auc_p": diff["auc"]["p_value"],
+                     "bal_acc_diff": diff["balanced_accuracy"]["diff"], "bal_acc_diff_lo": diff["balanced_accuracy"]["lo"],
+                     "bal_acc_diff_hi": diff["balanced_accuracy"]["hi"], "bal_acc_p": diff["balanced_accuracy"]["p_value"],
+                     "b": mc["b"], "c": mc["c"], "mcnemar_p": mc["p_value"], "n": len(faces),
+                     "groups": int(faces["group"].nunique()), "n_seeds": len(seeds[normal]), "trained": trained})
+    table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    family = table["trained"].astype(bool) & table["auc_p"].notna()
+    table["auc_p_holm"] = np.nan
+    if family.any():
+        table.loc[family, "auc_p_holm"] = M.holm(table.loc[family, "auc_p"].tolist())
+    return table
 
 
 def fmt_p(p: float) -> str:
@@ -259,37 +363,36 @@ def fmt_p(p: float) -> str:
     return f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
 
 
-def verdict(b: int, c: int, p_value: float, alpha: float = 0.05) -> str:
-    """Plain words for a McNemar result: "cropped worse (p=0.004)", "no significant difference (p=0.40)"."""
-    if p_value < alpha and b != c:
-        return f"cropped {'worse' if b > c else 'better'} ({fmt_p(p_value)})"
-    return f"no significant difference ({fmt_p(p_value)})"
+def verdict(row: dict | pd.Series, alpha: float = 0.05) -> str:
+    """Plain words for one model's paired comparison: "did not train", "cropped worse (ΔAUC ...)", ..."""
+    if not bool(row["trained"]):
+        return "did not train (validation AUC at chance): not compared"
+    delta = f"ΔAUC {row['auc_diff']:+.3f} [{row['auc_diff_lo']:+.3f}, {row['auc_diff_hi']:+.3f}]"
+    p = row["auc_p_holm"]
+    if np.isfinite(p) and p < alpha and row["auc_diff"] != 0:
+        return f"cropped {'worse' if row['auc_diff'] < 0 else 'better'} ({delta}, Holm {fmt_p(p)})"
+    return f"no significant difference ({delta}, Holm {fmt_p(p)})"
 
 
-def _cell(values: pd.DataFrame, metric: str, digits: int = 3) -> tuple[str, dict]:
-    """The text of one table cell and its numbers, from the per-seed scores of one model and variant."""
-    if values.empty or values[metric].isna().all():
-        return "n/a", {"": math.nan, "_lo": math.nan, "_hi": math.nan, "_sd": math.nan}
-    if len(values) == 1:
-        row = values.iloc[0]
-        text = results.fmt_interval({"value": row[metric], "lo": row[f"{metric}_lo"], "hi": row[f"{metric}_hi"]}, digits)
-        return text, {"": row[metric], "_lo": row[f"{metric}_lo"], "_hi": row[f"{metric}_hi"], "_sd": math.nan}
-    mean, sd = values[metric].mean(), values[metric].std(ddof=1)
-    # The bars' interval: the mean of the seeds' bootstrap bounds, the test-set uncertainty of one run.
-    numbers = {"": mean, "_lo": values[f"{metric}_lo"].mean(), "_hi": values[f"{metric}_hi"].mean(), "_sd": sd}
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} ({len(values)} seeds)", numbers
+def _cell(row: pd.Series | None, metric: str, digits: int = 3) -> tuple[str, dict]:
+    """The text of one table cell and its numbers (value [lo, hi]; seeds pooled when there are several)."""
+    if row is None or not np.isfinite(row[metric]):
+        return "n/a", {"": math.nan, "_lo": math.nan, "_hi": math.nan}
+    text = results.fmt_interval({"value": row[metric], "lo": row[f"{metric}_lo"], "hi": row[f"{metric}_hi"]}, digits)
+    if row["n_seeds"] > 1:
+        text += f" ({int(row['n_seeds'])} seeds)"
+    return text, {"": row[metric], "_lo": row[f"{metric}_lo"], "_hi": row[f"{metric}_hi"]}
 
 
 def crop_study_table(runs_or_predictions, normal: str = "full", cropped: str = "eyes_lower", n_boot: int = 1000,
-                     seed: int = 0, alpha: float = 0.05, threshold: float = 0.5,
-                     reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The study's table: per model, accuracy and AUC on normal and cropped images with 95% intervals, and McNemar.
+                     seed: int = 0, alpha: float = 0.05, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The study's table: per model, balanced accuracy and AUC on normal and cropped images, and the paired test.
 
     `runs_or_predictions` is a predictions frame (collect_predictions) or finished runs; `reference`
-    (reference_predictions) adds rows scored on one variant, shown untested. One seed: "value [lo, hi]",
-    a bootstrap over the test faces resampling whole videos. Several seeds: "mean ± sd" over seeds, and
-    McNemar on the seed ensemble. Other variants found (eyes, lower) get columns of their own, without
-    a test. Numeric columns (accuracy_<variant>, _lo, _hi, _sd, b, c, p_value) are kept for plots;
+    (reference_predictions) adds rows scored on one variant, shown untested. Cells are "value [95%
+    interval]" from a bootstrap over identity groups (and seeds, pooled hierarchically, when there are
+    several). The verdict comes from the paired group bootstrap of the AUC difference, Holm-adjusted
+    across models; McNemar's b, c and p are a secondary column. Numeric columns are kept for plots;
     `display_columns(table)` are the ones to read.
     """
     predictions = runs_or_predictions
@@ -304,31 +407,31 @@ def crop_study_table(runs_or_predictions, normal: str = "full", cropped: str = "
             raise ValueError(f"no run was trained on the {role} variant {name!r} (variants found: {variants}); "
                              "add it to VARIANTS or change NORMAL / CROPPED")
     order = [normal, cropped] + [v for v in variants if v not in (normal, cropped)]
-    scores = variant_scores(predictions, n_boot, seed, threshold)
-    tests = paired_tests(predictions, normal, cropped, threshold)
+    scores = variant_scores(predictions, n_boot, seed, alpha)
+    tests = paired_tests(predictions, normal, cropped, n_boot, seed, alpha)
     headers = {normal: "normal image", cropped: "cropped image"}
     rows = []
     for model in predictions["model"].drop_duplicates():
         own = scores[scores["model"] == model]
         row = {"Model": MODEL_LABELS.get(model, model), "Test faces": int(own["n"].iloc[0]), "model": model,
-               "n_seeds": int(own["seed"].nunique())}
+               "n_seeds": int(own["n_seeds"].max()), "groups": int(own["groups"].iloc[0])}
         for metric in SCORE_METRICS:
             for variant in order:
-                text, numbers = _cell(own[own["variant"] == variant], metric)
+                match = own[own["variant"] == variant]
+                text, numbers = _cell(match.iloc[0] if len(match) else None, metric)
                 row[f"{METRIC_LABELS[metric]} ({headers.get(variant, VARIANT_LABELS.get(variant, variant))})"] = text
                 row.update({f"{metric}_{variant}{k}": v for k, v in numbers.items()})
         test = tests[tests["model"] == model]
         if len(test):
-            t = test.iloc[-1]  # the only seed, or the seed ensemble ("mean"), which paired_tests lists last
-            p_text = fmt_p(t["p_value"]).removeprefix("p=").removeprefix("p")
-            row.update({"McNemar b": int(t["b"]), "McNemar c": int(t["c"]), "McNemar p": p_text,
-                        "Verdict": verdict(t["b"], t["c"], t["p_value"], alpha), "b": int(t["b"]), "c": int(t["c"]),
-                        "p_value": float(t["p_value"]), "test": t["method"]})
+            t = test.iloc[0]
+            row.update({"Verdict": verdict(t, alpha), "McNemar b / c": f"{int(t['b'])} / {int(t['c'])}",
+                        "McNemar p": fmt_p(t["mcnemar_p"]).removeprefix("p=").removeprefix("p"),
+                        **{k: t[k] for k in PAIRED_COLUMNS if k != "model" and k not in ("n", "groups", "n_seeds")},
+                        "p_value": float(t["auc_p_holm"]) if np.isfinite(t["auc_p_holm"]) else math.nan})
         else:
             only = own["variant"].iloc[0]
-            row.update({"McNemar b": "", "McNemar c": "", "McNemar p": "",
-                        "Verdict": f"reference ({VARIANT_LABELS.get(only, only)} only, not tested)",
-                        "b": math.nan, "c": math.nan, "p_value": math.nan, "test": ""})
+            row.update({"Verdict": f"reference ({VARIANT_LABELS.get(only, only)} only, not tested)",
+                        "McNemar b / c": "", "McNemar p": "", "p_value": math.nan, "trained": True})
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update({"normal": normal, "cropped": cropped, "variants": order, "n_boot": int(n_boot), "alpha": alpha,
@@ -338,12 +441,14 @@ def crop_study_table(runs_or_predictions, normal: str = "full", cropped: str = "
 
 def table_note(normal: str, cropped: str, n_boot: int, n_seeds: int) -> str:
     """The caption under the saved table: what normal and cropped are, and what the numbers mean."""
-    spread = ("value [95% bootstrap interval over test videos, "
-              f"{n_boot} resamples]") if n_seeds == 1 else f"mean ± sd over {n_seeds} seeds"
+    pooled = "" if n_seeds == 1 else f", seeds resampled with them ({n_seeds} seeds, hierarchical bootstrap)"
     return (f"Normal image: {VARIANT_LABELS.get(normal, normal)} ({normal}); cropped image: "
-            f"{VARIANT_LABELS.get(cropped, cropped)} ({cropped}). Cells: {spread}. McNemar b: test faces right on "
-            "the normal image and wrong on the cropped one; c: the reverse"
-            + ("" if n_seeds == 1 else "; tested on the seed ensemble (mean prob_fake over seeds)") + ".")
+            f"{VARIANT_LABELS.get(cropped, cropped)} ({cropped}). Cells: value [95% percentile-bootstrap interval, "
+            f"{n_boot} resamples of identity groups{pooled}]; each run at its validation-chosen threshold. Verdict: "
+            "paired group bootstrap of the AUC difference (cropped − normal), Holm-adjusted across models; a model "
+            "whose validation AUC interval includes 0.5 did not train and is not compared. McNemar b: test faces "
+            "right on the normal image and wrong on the cropped one; c: the reverse (a secondary check that treats "
+            "faces as independent).")
 
 
 def display_columns(table: pd.DataFrame) -> list[str]:
@@ -362,31 +467,30 @@ def summarize(table: pd.DataFrame) -> str:
     """What the table found, in a few sentences (Markdown), for the notebook's closing summary."""
     cropped = table.attrs.get("cropped", "eyes_lower")
     normal = table.attrs.get("normal", "full")
-    tested = table[table["p_value"].notna()]
+    tested = table[table["Verdict"].astype(str).str.startswith(("cropped", "no significant"))]
+    untrained = table[table["Verdict"].astype(str).str.startswith("did not train")]
+    sentences = []
     if tested.empty:
-        return "No model was trained on both variants, so there is nothing to compare."
-    groups: dict[str, list[str]] = {"worse": [], "better": [], "same": []}
-    for _, row in tested.iterrows():
-        kind = "same" if row["Verdict"].startswith("no significant") else row["Verdict"].split()[1]
-        acc = f"accuracy {row[f'accuracy_{normal}']:.3f} → {row[f'accuracy_{cropped}']:.3f}"
-        groups[kind].append(f"{row['Model']}: {acc}, {fmt_p(row['p_value'])}")
-    n_faces = int(tested["Test faces"].max())
-    sentences = [f"On {n_faces} test faces, cropping to the {VARIANT_LABELS.get(cropped, cropped)} instead of the "
-                 f"{VARIANT_LABELS.get(normal, normal)}:"]
-    words = {"worse": "made detection significantly **worse** for", "better": "made detection significantly "
-             "**better** for", "same": "made **no significant difference** for"}
-    for kind, items in groups.items():
-        if items:
-            sentences.append(f"- {words[kind]} {'; '.join(items)}")
-    worse = len(groups["worse"])
-    sentences.append(f"\nThe earlier study's conclusion (cropped is worse) holds for {worse} of {len(tested)} "
-                     f"model(s) at the {table.attrs.get('alpha', 0.05):.0%} level." +
-                     (" A non-significant difference is not evidence that the variants are equal: with few test "
-                      "faces the test can only detect large differences." if groups["same"] else ""))
-    reference = table[table["p_value"].isna()]
-    for _, row in reference.iterrows():
-        sentences.append(f"- Reference: {row['Model']} scores accuracy {row[f'accuracy_{normal}']:.3f} and AUC "
-                         f"{row[f'auc_{normal}']:.3f} on our test faces ({VARIANT_LABELS.get(normal, normal)}).")
+        sentences.append("No model trained on both variants (validation AUC above chance), so nothing is compared.")
+    else:
+        n_faces = int(tested["Test faces"].max())
+        sentences.append(f"On {n_faces} test faces, cropping to the {VARIANT_LABELS.get(cropped, cropped)} instead of "
+                         f"the {VARIANT_LABELS.get(normal, normal)}:")
+        for _, row in tested.iterrows():
+            sentences.append(f"- {row['Model']}: AUC {row[f'auc_{normal}']:.3f} → {row[f'auc_{cropped}']:.3f}; "
+                             f"{row['Verdict']}")
+        worse = int(tested["Verdict"].str.startswith("cropped worse").sum())
+        sentences.append(f"\nThe earlier study's conclusion (cropped is worse) holds for {worse} of {len(tested)} "
+                         f"compared model(s) at the {table.attrs.get('alpha', 0.05):.0%} level after Holm's correction."
+                         " A non-significant difference is not evidence that the variants are equal: with few test "
+                         "identities only large differences can be detected.")
+    for _, row in untrained.iterrows():
+        sentences.append(f"- {row['Model']} did not train: its validation AUC interval includes 0.5, so its test "
+                         "numbers are not compared (a larger budget or another recipe is needed).")
+    for _, row in table[table["Verdict"].astype(str).str.startswith("reference")].iterrows():
+        sentences.append(f"- Reference: {row['Model']} scores balanced accuracy "
+                         f"{row[f'balanced_accuracy_{normal}']:.3f} and AUC {row[f'auc_{normal}']:.3f} on our test faces "
+                         f"({VARIANT_LABELS.get(normal, normal)}).")
     return "\n".join(sentences)
 
 

@@ -47,23 +47,29 @@ def one_seed() -> pd.DataFrame:
     return pd.concat([run_frame("meso4", "full", NORMAL), run_frame("meso4", "eyes_lower", CROPPED)], ignore_index=True)
 
 
-def test_table_accuracy_auc_and_mcnemar_match_hand_computed_values(one_seed):
+def test_table_balanced_accuracy_auc_and_mcnemar_match_hand_computed_values(one_seed):
     table = crop_study.crop_study_table(one_seed, n_boot=200, seed=0)
     row = table.iloc[0]
     assert row["Model"] == "MesoNet (Meso4)" and row["Test faces"] == 10 and row["n_seeds"] == 1
-    assert row["accuracy_full"] == pytest.approx(0.9) and row["accuracy_eyes_lower"] == pytest.approx(0.5)
+    # normal: 4 of 5 fakes and 5 of 5 reals; cropped: 2 of 5 fakes and 3 of 5 reals
+    assert row["balanced_accuracy_full"] == pytest.approx(0.9)
+    assert row["balanced_accuracy_eyes_lower"] == pytest.approx(0.5)
     assert row["auc_full"] == pytest.approx(pairwise_auc(LABELS, NORMAL)) == pytest.approx(0.96)
     assert row["auc_eyes_lower"] == pytest.approx(pairwise_auc(LABELS, CROPPED))
-    for metric in ("accuracy", "auc"):
+    for metric in ("balanced_accuracy", "auc"):
         for variant in ("full", "eyes_lower"):
             assert row[f"{metric}_{variant}_lo"] <= row[f"{metric}_{variant}"] <= row[f"{metric}_{variant}_hi"]
-    assert row["Accuracy (normal image)"].startswith("0.900 [") and row["Accuracy (cropped image)"].startswith("0.500 [")
-    # exact binomial: 2 * P(X <= 1), X ~ Bin(6, 1/2) = 2 * 7/64
-    assert (row["b"], row["c"]) == (5, 1)
-    assert row["p_value"] == pytest.approx(14 / 64)
-    assert row["Verdict"] == "no significant difference (p=0.22)" and row["McNemar p"] == "0.22"
-    assert crop_study.display_columns(table)[:5] == ["Model", "Test faces", "Accuracy (normal image)",
-                                                      "Accuracy (cropped image)", "AUC (normal image)"]
+    assert row["Balanced acc. (normal image)"].startswith("0.900 [")
+    assert row["Balanced acc. (cropped image)"].startswith("0.500 [")
+    # the paired difference is cropped - normal, on the same resamples
+    assert row["auc_diff"] == pytest.approx(pairwise_auc(LABELS, CROPPED) - 0.96)
+    assert row["auc_diff_lo"] <= row["auc_diff"] <= row["auc_diff_hi"] < 0.1
+    # McNemar stays as a secondary column: exact binomial 2 * P(X <= 1), X ~ Bin(6, 1/2) = 2 * 7/64
+    assert (row["b"], row["c"]) == (5, 1) and row["mcnemar_p"] == pytest.approx(14 / 64)
+    assert row["McNemar b / c"] == "5 / 1" and row["McNemar p"] == "0.22"
+    assert row["Verdict"].startswith(("cropped worse (ΔAUC", "no significant difference (ΔAUC"))
+    assert crop_study.display_columns(table)[:5] == ["Model", "Test faces", "Balanced acc. (normal image)",
+                                                      "Balanced acc. (cropped image)", "AUC (normal image)"]
 
 
 def test_pairing_is_by_face_path_not_by_row_order(one_seed):
@@ -71,76 +77,74 @@ def test_pairing_is_by_face_path_not_by_row_order(one_seed):
     a = crop_study.crop_study_table(one_seed, n_boot=50)
     b = crop_study.crop_study_table(shuffled, n_boot=50)
     assert (a.loc[0, "b"], a.loc[0, "c"]) == (b.loc[0, "b"], b.loc[0, "c"]) == (5, 1)
-    assert a.loc[0, "auc_full"] == b.loc[0, "auc_full"]
+    assert a.loc[0, "auc_full"] == b.loc[0, "auc_full"] and a.loc[0, "auc_diff_lo"] == b.loc[0, "auc_diff_lo"]
 
 
 @pytest.mark.parametrize("swap, word", [(False, "worse"), (True, "better")])
 def test_significant_differences_get_a_direction(swap, word):
-    labels = ["FAKE"] * 10 + ["REAL"] * 10
-    right = [0.9] * 10 + [0.1] * 10
-    normal = right[:19] + [0.9]                 # 19 right: the last real is called FAKE
-    cropped = [0.1] * 9 + right[9:19] + [0.9]   # 9 fakes missed that the normal run caught: b = 9, c = 0
-    a, b = (cropped, normal) if swap else (normal, cropped)
+    rng = np.random.default_rng(0)
+    labels = ["FAKE"] * 40 + ["REAL"] * 40
+    y = np.array([1] * 40 + [0] * 40)
+    good = np.clip(0.5 + 0.35 * (2 * y - 1) + rng.normal(0, 0.1, 80), 0.01, 0.99)  # AUC about 1
+    weak = np.clip(0.5 + 0.05 * (2 * y - 1) + rng.normal(0, 0.2, 80), 0.01, 0.99)  # AUC about 0.6
+    a, b = (weak, good) if swap else (good, weak)
     frame = pd.concat([run_frame("vgg19", "full", a, labels=labels),
                        run_frame("vgg19", "eyes_lower", b, labels=labels)], ignore_index=True)
-    row = crop_study.crop_study_table(frame, n_boot=50).iloc[0]
-    assert row["p_value"] == pytest.approx(2 * 0.5 ** 9)
-    assert row["Verdict"] == f"cropped {word} (p=0.004)"
-    summary = crop_study.summarize(crop_study.crop_study_table(frame, n_boot=20))
-    assert f"significantly **{word}** for VGG19: accuracy" in summary
-    assert f"holds for {0 if swap else 1} of 1 model(s)" in summary
+    table = crop_study.crop_study_table(frame, n_boot=200)
+    row = table.iloc[0]
+    assert row["Verdict"].startswith(f"cropped {word} (ΔAUC")
+    assert row["auc_p_holm"] == pytest.approx(row["auc_p"])  # one model: Holm changes nothing
+    summary = crop_study.summarize(table)
+    assert f"holds for {0 if swap else 1} of 1 compared model(s)" in summary
 
 
-def test_many_discordant_pairs_use_the_continuity_corrected_chi_square():
-    labels = ["FAKE"] * 30 + ["REAL"] * 30
-    right = np.where(np.array(labels) == "FAKE", 0.9, 0.1)
-    wrong = 1 - right
-    normal, cropped = right.copy(), right.copy()
-    cropped[:20] = wrong[:20]   # b = 20
-    normal[30:35] = wrong[30:35]  # c = 5
-    frame = pd.concat([run_frame("resnet50", "full", normal, labels=labels),
-                       run_frame("resnet50", "eyes_lower", cropped, labels=labels)], ignore_index=True)
-    tests = crop_study.paired_tests(frame)
-    t = tests.iloc[0]
-    assert (t["b"], t["c"], t["n"]) == (20, 5, 60)
-    statistic = (20 - 5 - 1) ** 2 / 25
-    assert t["statistic"] == pytest.approx(statistic)
-    assert t["p_value"] == pytest.approx(math.erfc(math.sqrt(statistic / 2)))  # chi-square sf with 1 df
-    assert "chi-square" in t["method"]
+def test_holm_adjusts_across_models_and_untrained_models_are_not_compared(one_seed):
+    frames = [one_seed]
+    for model in ("vgg19", "resnet50"):
+        frames += [run_frame(model, "full", NORMAL), run_frame(model, "eyes_lower", CROPPED)]
+    frame = pd.concat(frames, ignore_index=True)
+    frame.loc[frame.model == "resnet50", "trained"] = False  # its validation AUC was at chance
+    tests = crop_study.paired_tests(frame, n_boot=100)
+    trained = tests[tests.trained]
+    assert len(trained) == 2
+    assert np.allclose(trained.auc_p_holm, np.minimum(1, 2 * trained.auc_p))  # two equal p-values: x2
+    assert np.isnan(tests.loc[~tests.trained, "auc_p_holm"]).all()
+    table = crop_study.crop_study_table(frame, n_boot=100)
+    verdict = table.set_index("model").loc["resnet50", "Verdict"]
+    assert verdict.startswith("did not train")
+    assert "ResNet50 did not train" in crop_study.summarize(table)
 
 
-def test_several_seeds_give_mean_and_sd_and_test_the_seed_ensemble():
+def test_several_seeds_are_pooled_by_a_hierarchical_bootstrap():
     right = np.array([0.9] * 5 + [0.1] * 5)
     frames = []
-    for seed, missed in enumerate(([0, 1], [0], [])):  # normal accuracy 0.8, 0.9, 1.0
+    for seed, missed in enumerate(([0, 1], [0], [])):  # normal balanced accuracy 0.8, 0.9, 1.0
         normal = right.copy()
-        normal[missed] = 0.45                      # weakly wrong: the ensemble still gets them right
+        normal[missed] = 0.45
         cropped = right.copy()
         cropped[5:] = 0.8                          # every real called FAKE: 0.5 in each seed
         frames += [run_frame("meso4", "full", normal, seed), run_frame("meso4", "eyes_lower", cropped, seed)]
     frame = pd.concat(frames, ignore_index=True)
-    row = crop_study.crop_study_table(frame, n_boot=50).iloc[0]
+    row = crop_study.crop_study_table(frame, n_boot=100).iloc[0]
     assert row["n_seeds"] == 3
-    assert row["Accuracy (normal image)"] == "0.900 ± 0.100 (3 seeds)"
-    assert row["Accuracy (cropped image)"] == "0.500 ± 0.000 (3 seeds)"
-    assert row["accuracy_full"] == pytest.approx(0.9) and row["accuracy_full_sd"] == pytest.approx(0.1)
-    # ensemble: normal 10/10 right, cropped wrong on the 5 reals -> b = 5, c = 0, p = 2 / 32
-    assert (row["b"], row["c"]) == (5, 0) and row["p_value"] == pytest.approx(0.0625)
-    assert row["Verdict"] == "no significant difference (p=0.06)"
-    tests = crop_study.paired_tests(frame)
-    assert tests["seed"].tolist() == ["0", "1", "2", "mean"]
-    seed0 = tests.iloc[0]
-    assert (seed0["b"], seed0["c"]) == (5, 2) and seed0["p_value"] == pytest.approx(2 * (1 + 7 + 21) / 128)
+    assert row["balanced_accuracy_full"] == pytest.approx(0.9)  # the mean over seeds
+    assert row["Balanced acc. (normal image)"].startswith("0.900 [") and row["Balanced acc. (normal image)"].endswith(
+        "(3 seeds)")
+    assert row["balanced_accuracy_eyes_lower"] == pytest.approx(0.5)
+    assert row["balanced_accuracy_full_lo"] <= 0.9 <= row["balanced_accuracy_full_hi"]
+    # McNemar on the seed ensemble: normal 10/10 right, cropped wrong on the 5 reals
+    assert (row["b"], row["c"]) == (5, 0)
 
 
-def test_clustered_bootstrap_and_missing_seed_are_handled(one_seed):
-    videos = [f"v{i // 2}" for i in range(10)]  # two faces per video
-    frame = one_seed.assign(video_id=videos * 2)
+def test_groups_are_the_resampled_unit_and_unequal_seeds_pair(one_seed):
+    videos = [f"v{i // 2}" for i in range(10)]  # two faces per identity group
+    frame = one_seed.assign(group=videos * 2)
     scores = crop_study.variant_scores(frame, n_boot=100, seed=1)
     assert set(scores["variant"]) == {"full", "eyes_lower"} and (scores["n"] == 10).all()
+    assert (scores["groups"] == 5).all()
+    # a seed trained on one variant only still pairs: each variant's own seeds are resampled
     extra = run_frame("meso4", "full", NORMAL, seed=1)
-    with pytest.raises(ValueError, match="train the missing runs"):
-        crop_study.paired_tests(pd.concat([one_seed, extra]))
+    assert crop_study.paired_tests(pd.concat([one_seed, extra]), n_boot=20).n_seeds.tolist() == [2]
     with pytest.raises(ValueError, match="add it to VARIANTS"):
         crop_study.crop_study_table(one_seed[one_seed.variant == "full"], n_boot=10)
 
@@ -149,11 +153,10 @@ def test_reference_rows_are_shown_untested(one_seed):
     reference = run_frame("Meso4_DF (published)", "full", NORMAL)
     table = crop_study.crop_study_table(one_seed, n_boot=50, reference=reference)
     ref = table.iloc[1]
-    assert ref["Model"] == "Meso4_DF (published)" and ref["Accuracy (cropped image)"] == "n/a"
+    assert ref["Model"] == "Meso4_DF (published)" and ref["Balanced acc. (cropped image)"] == "n/a"
     assert ref["Verdict"].startswith("reference") and math.isnan(ref["p_value"])
     text = crop_study.summarize(table)
-    assert "no significant difference" in text and "MesoNet (Meso4): accuracy 0.900 → 0.500, p=0.22" in text
-    assert "holds for 0 of 1 model(s)" in text and "Reference: Meso4_DF (published)" in text
+    assert "MesoNet (Meso4): AUC 0.960 →" in text and "Reference: Meso4_DF (published)" in text
 
 
 def test_save_table_writes_csv_and_markdown(one_seed, tmp_path):
@@ -161,11 +164,11 @@ def test_save_table_writes_csv_and_markdown(one_seed, tmp_path):
     table.loc[0, "Model"] = "Meso|4"  # a pipe must not break the Markdown row
     csv_path, md_path = crop_study.save_table(table, tmp_path / "tables", "06_crop_study")
     back = pd.read_csv(csv_path)
-    assert back.loc[0, "accuracy_full"] == pytest.approx(0.9) and back.loc[0, "b"] == 5
+    assert back.loc[0, "balanced_accuracy_full"] == pytest.approx(0.9) and back.loc[0, "b"] == 5
     lines = md_path.read_text().splitlines()
     cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines[:3]]
-    assert cells[0][:4] == ["Model", "Test faces", "Accuracy (normal image)", "Accuracy (cropped image)"]
-    assert cells[0][-4:] == ["McNemar b", "McNemar c", "McNemar p", "Verdict"]
+    assert cells[0][:4] == ["Model", "Test faces", "Balanced acc. (normal image)", "Balanced acc. (cropped image)"]
+    assert cells[0][-3:] == ["Verdict", "McNemar b / c", "McNemar p"]
     assert all(set(c) <= {"-", ":"} for c in cells[1])
     assert cells[2][0] == "Meso\\|4" and cells[2][2].startswith("0.900 [") and len(cells[2]) == len(cells[0])
     assert "Normal image: full face" in md_path.read_text()
@@ -174,7 +177,7 @@ def test_save_table_writes_csv_and_markdown(one_seed, tmp_path):
 def test_bar_chart_has_one_bar_per_model_and_variant(one_seed):
     frame = pd.concat([one_seed, run_frame("vgg19", "full", NORMAL), run_frame("vgg19", "eyes_lower", NORMAL)])
     table = crop_study.crop_study_table(frame, n_boot=50)
-    fig = plots.crop_study_bars(table)
+    fig = plots.crop_study_bars(table, metrics=("balanced_accuracy", "auc"))
     accuracy_axis, auc_axis = fig.axes[:2]
     assert len(accuracy_axis.patches) == 4 and len(auc_axis.patches) == 4
     assert [t.get_text() for t in accuracy_axis.get_xticklabels()] == ["MesoNet (Meso4)", "VGG19"]
@@ -235,10 +238,34 @@ def test_train_all_trains_then_reuses_and_runs_pair_up(tmp_path):
     assert "another split" in crop_study.changed_settings(configs[0], manifest.run_dir[0])[0]
     predictions = crop_study.collect_predictions(manifest.run_dir)
     assert len(predictions) == 8 and set(predictions.face_path) == set(faces[8:])  # crops paired by their full face
+    assert predictions.threshold.between(0, 1).all() and predictions.group.notna().all()
     row = crop_study.crop_study_table(predictions, n_boot=20).iloc[0]
     assert row["Test faces"] == 4 and row["b"] + row["c"] <= 4
     with pytest.raises(ValueError, match="two runs"):
         crop_study.collect_predictions([*manifest.run_dir, manifest.run_dir[0]])
+
+
+@pytest.mark.slow
+def test_recipes_are_chosen_on_validation_and_kept_out_of_the_report(tmp_path):
+    from helpers import results
+
+    faces = write_faces(tmp_path / "faces", 12)
+    split = pd.DataFrame({"face_path": faces, "video_id": [f"v{i}" for i in range(12)],
+                          "label": ["FAKE", "REAL"] * 6, "split": ["train"] * 6 + ["val"] * 2 + ["test"] * 4})
+    split.to_csv(tmp_path / "split.csv", index=False)
+    settings = dict(split_csv=str(tmp_path / "split.csv"), out_dir=str(tmp_path / "runs"), image_size=32, epochs=1,
+                    batch_size=4, accelerator="cpu", cache_dir="", n_boot=20, augment=False, threads=1)
+    recipes = [{"lr": 1e-4, "warmup_epochs": 0}, {"lr": 1e-2, "warmup_epochs": 0.5}]
+    chosen, tuning = crop_study.choose_recipes(["meso4"], recipes, "full", 0, **settings)
+    assert len(tuning) == 2 and tuning.chosen.sum() == 1
+    best = tuning.loc[tuning.val_auc.idxmax()]
+    assert chosen["meso4"] == recipes[int(best.recipe)]
+    assert (tmp_path / "runs" / "_tuning" / "crop-tune-meso4-r1" / "metrics.json").exists()
+    assert results.find_runs(tmp_path / "runs") == []  # tuning runs never reach the leaderboard
+    configs = crop_study.plan_runs(["meso4"], ["full"], [0], chosen, **settings)
+    assert configs[0]["lr"] == chosen["meso4"]["lr"]
+    with pytest.raises(ValueError, match="may set only"):
+        crop_study.choose_recipes(["meso4"], [{"lr": 1e-3, "epochs": 3}, {"lr": 1e-2}], **settings)
 
 
 def test_reference_predictions_skip_when_no_folder_and_name_a_bad_one(tmp_path):
