@@ -516,8 +516,8 @@ def score_published_mesonet(weights_dir: str | Path, test_frame: pd.DataFrame, i
     * classes: `example.py` reads `flow_from_directory('test_images', class_mode='binary')`, and the
       repository's test_images holds folders `df` and `real` (their issue #9: "2 images each for df and
       real", where a real face scored 0.998 with "Real class: [1.]"). Keras numbers classes
-      alphabetically, df = 0 and real = 1, so the sigmoid is P(REAL): prob_fake = 1 - sigmoid(logit),
-      and our `logit` column (the FAKE logit, as in predictions.csv) is minus theirs.
+      alphabetically, df = 0 and real = 1, so their sigmoid is P(REAL). `load_keras_weights` negates
+      the output layer at load, so the model here already gives the FAKE logit like every other run.
     """
     folder = Path(weights_dir)
     names = list(names or PUBLISHED_WEIGHTS)
@@ -537,11 +537,12 @@ def score_published_mesonet(weights_dir: str | Path, test_frame: pd.DataFrame, i
     frames = []
     for name in present:
         model = load_keras_weights(build_model(PUBLISHED_WEIGHTS[name], image_size=image_size), folder / f"{name}.h5").eval()
-        keras_logit = torch.cat([model(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]).double().numpy()
+        logit = torch.cat([model(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]).double().numpy()
         frames.append(pd.DataFrame({
             "model": published_label(name), "variant": variant, "seed": 0, "run": f"published:{name}",
             "face_path": faces["face_path"], "video_id": faces["video_id"].astype(str), "label": faces["label"],
-            "prob_fake": special.expit(-keras_logit), "logit": -keras_logit,  # 1 - sigmoid: their output is P(REAL)
+            "group": faces["group"] if "group" in faces else faces["video_id"].astype(str),
+            "prob_fake": special.expit(logit), "logit": logit,  # load_keras_weights made it the FAKE logit
             "split": "test",
         }))
     return pd.concat(frames, ignore_index=True)

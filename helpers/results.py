@@ -322,10 +322,10 @@ def band_mass_table(runs: list[Run], faces: pd.DataFrame, n: int = 64, seed: int
 
     rows = []
     for run in runs:
-        _, heatmaps, points = explain.explain_faces(run.path, faces, n=n, seed=seed)
-        summary = explain.band_mass_summary(heatmaps, points)
-        rows.append({"run": run.name, "method": "attention rollout" if run.config.get("model") == "vit" else "Grad-CAM",
-                     **{k: round(v, 3) for k, v in summary.items()}, "faces": len(heatmaps)})
+        explained = explain.explain_faces(run.path, faces, n=n, seed=seed)
+        summary = explain.band_mass_summary(explained.heatmaps, explained.landmarks, explained.labels)
+        rows.append({"run": run.name, "method": explained.method,
+                     **{k: round(float(v), 3) for k, v in summary.items()}, "faces": len(explained.heatmaps)})
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
 
 

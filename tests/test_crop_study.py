@@ -275,7 +275,7 @@ def test_reference_predictions_skip_when_no_folder_and_name_a_bad_one(tmp_path):
 
 
 @pytest.mark.realdata
-def test_published_mesonet_scores_are_one_minus_sigmoid_of_the_keras_output(shared_data, tmp_path):
+def test_published_mesonet_scores_are_the_loaded_models_fake_probability(shared_data, tmp_path):
     from helpers.datasets import load_crop
     from helpers.models import build_model, load_keras_weights
 
@@ -287,8 +287,8 @@ def test_published_mesonet_scores_are_one_minus_sigmoid_of_the_keras_output(shar
     assert scored["prob_fake"].between(0, 1).all() and (scored["variant"] == "full").all()
     model = load_keras_weights(build_model("meso4", image_size=256), weights / "Meso4_DF.h5").eval()
     images = np.stack([load_crop(p, 256) for p in paths]).astype(np.float32) / 255  # [0, 1], as the authors fed it
-    with torch.no_grad():
-        p_real = torch.sigmoid(model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))).double().numpy()
+    with torch.no_grad():  # the loader negated the authors' P(REAL) output layer: sigmoid is P(FAKE)
+        p_fake = torch.sigmoid(model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))).double().numpy()
     meso4 = scored[scored["model"] == "Meso4_DF (published)"]
-    np.testing.assert_allclose(meso4["prob_fake"], 1 - p_real, atol=1e-6)
+    np.testing.assert_allclose(meso4["prob_fake"], p_fake, atol=1e-6)
     np.testing.assert_allclose(1 / (1 + np.exp(-meso4["logit"])), meso4["prob_fake"], atol=1e-6)
