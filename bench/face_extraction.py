@@ -1,35 +1,49 @@
-"""Face extraction: the naive MTCNN loop against helpers.faces.FaceDetector, side by side on the same frames.
+"""Face extraction: the two MTCNN backends side by side, beside the naive loop, on the same frames.
 
 (a) naive: `mtcnn.MTCNN().detect_faces(frame)` on every full-resolution frame, one at a time;
-(b) ours: `FaceDetector` (detects on a copy downscaled to `detect_max_side`, one batch per video),
-    timed without and with reuse of the original's boxes for its fakes (frames paired by index).
+(b) mtcnn-tf: `helpers.faces.FaceDetector` (the mtcnn package on TensorFlow; detects on a copy
+    downscaled to detect_max_side, one batch per video), timed without and with reuse of the
+    original's boxes for its fakes (frames paired by index);
+(c) mtcnn-torch: `helpers.mtcnn_torch.TorchMTCNNDetector`, the same pipeline in torch (`--device`),
+    timed the same way,
+each at every `--settings` (detect_max_side:min_face_size:scale_factor; by default the dfdc profile's
+640:48:0.6 and FaceDetector's defaults 640:20:0.709).
 
-Both run in one process with the same TensorFlow threads, both are warmed up once, and the runs are
-interleaved group by group so that load from other processes hits them alike; frames/s is wall time,
-CPU s/frame counts every thread of the process (steadier on a busy machine).
+Everything runs in one process with the same CPU threads, warmed up once, interleaved group by group
+so that load from other processes hits all alike; frames/s is wall time, CPU s/frame counts every
+thread of the process (steadier on a busy machine).
 
-recall: the share of the naive loop's faces (confidence >= 0.9) that ours finds (at any confidence
-MTCNN reports, IoU >= 0.5); "large" counts only faces whose shorter side is >= --large-face-px; "largest" is the
-share of frames where ours and the naive loop pick the same largest face (what KEEP="largest" crops).
+recall: the share of the naive loop's faces (confidence >= 0.9) that a method finds (at any confidence
+MTCNN reports, IoU >= 0.5); "large" counts only faces whose shorter side is >= --large-face-px; "largest"
+is the share of frames where it and the naive loop pick the same largest face (what KEEP="largest" crops).
 The row "naive, frame shifted 1 px" runs the naive loop on each frame minus its first row and column:
-it shows how far MTCNN's own output moves under a change no one would call a different frame.
+how far MTCNN's own output moves under a change no one would call a different frame.
+The backend table compares torch with TensorFlow at each setting: each one's recall of the other's
+faces at confidence >= 0.9 (matched at IoU >= 0.9 with confidence >= 0.9), the lowest IoU and the
+largest landmark distance of the matches.
 
-    python bench/face_extraction.py [--videos DIR] [--frames-per-video 8] [--sweep]
+    python bench/face_extraction.py [--videos DIR] [--frames-per-video 8] [--device cuda] [--no-naive] [--sweep]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# Before torch loads OpenMP: spinning idle threads made torch 2-3x slower in CPU time on busy cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# torch before TensorFlow: the other order has crashed torch's extensions in this venv (issue 12).
+from helpers.mtcnn_torch import TorchMTCNNDetector  # noqa: E402
 from helpers.faces import Face, FaceDetector, box_iou, read_image  # noqa: E402
 from helpers.frames import group_key, sample_frames, usable  # noqa: E402
 from helpers.runtime import cpu_count, import_tensorflow  # noqa: E402
@@ -38,8 +52,10 @@ DFDC_SAMPLE = ROOT.parent / "shared" / "data" / "dfdc_sample"
 DEMO_VIDEOS = ROOT / "data" / "demo" / "videos"
 MIN_CONFIDENCE = 0.9
 MIN_IOU = 0.5
+SAME_FACE_IOU = 0.9  # the parity test's bar for "the same face"
 TARGET_RECALL = 0.98
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+BACKENDS = ("mtcnn-tf", "mtcnn-torch")
 
 
 def load_frames(videos_dir: Path, work_dir: Path, frames_per_video: int) -> list[dict]:
@@ -65,7 +81,7 @@ def naive_detect(detector, image: np.ndarray) -> list[Face]:
     return faces
 
 
-def ours_detect(detector: FaceDetector, frames: list[dict], reuse: bool) -> tuple[list[list[Face]], int]:
+def ours_detect(detector, frames: list[dict], reuse: bool) -> tuple[list[list[Face]], int]:
     """Faces per frame of one group as extract_faces finds them: one batch per video, boxes reused if asked."""
     reference = {f["frame_index"]: i for i, f in enumerate(frames) if f["label"] == "REAL"} if reuse else {}
 
@@ -121,6 +137,25 @@ def compare(reference: list[list[Face]], candidate: list[list[Face]], large_px: 
             "landmark_px_max": float(np.max(distances)) if distances else float("nan")}
 
 
+def same_faces(reference: list[list[Face]], candidate: list[list[Face]]) -> dict:
+    """The confident faces of `reference` that `candidate` also finds confidently (IoU >= SAME_FACE_IOU)."""
+    wanted = matched = 0
+    ious, landmark_px = [], []
+    for ref_faces, cand_faces in zip(reference, candidate):
+        ours = [f for f in cand_faces if f.confidence >= MIN_CONFIDENCE]
+        for ref in (f for f in ref_faces if f.confidence >= MIN_CONFIDENCE):
+            wanted += 1
+            scores = [box_iou(ref.box, f.box) for f in ours]
+            if not scores or max(scores) < SAME_FACE_IOU:
+                continue
+            matched += 1
+            best = ours.pop(int(np.argmax(scores)))
+            ious.append(max(scores))
+            landmark_px.append(float(np.linalg.norm(best.landmarks - ref.landmarks, axis=1).max()))
+    return {"faces": wanted, "matched": matched, "recall": matched / wanted if wanted else float("nan"),
+            "min_iou": min(ious, default=float("nan")), "max_landmark_px": max(landmark_px, default=float("nan"))}
+
+
 def timed(fn):
     """Run fn(); return its result, wall seconds and process CPU seconds (all threads)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -128,21 +163,23 @@ def timed(fn):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run(frames: list[dict], naive, ours: dict[str, FaceDetector], noise_floor: bool) -> tuple[dict, dict]:
-    """Time the naive loop and each of `ours` (with and without reuse) group by group, interleaved."""
+def run(frames: list[dict], naive, ours: dict, noise_floor: bool) -> tuple[dict, dict]:
+    """Time the naive loop (if any) and each of `ours` (with and without reuse) group by group, interleaved."""
     groups: dict[str, list[int]] = {}
     for i, f in enumerate(frames):
         groups.setdefault(f["group"], []).append(i)
-    names = ["naive"] + [f"{name}{suffix}" for name in ours for suffix in ("", " +reuse")]
+    names = (["naive"] if naive is not None else []) + [f"{name}{suffix}" for name in ours
+                                                        for suffix in ("", " +reuse")]
     clock = {name: np.zeros(2) for name in names}
     found = {name: [None] * len(frames) for name in names}
     reused = dict.fromkeys(names, 0)
     for indices in groups.values():
         members = [frames[i] for i in indices]
-        faces, wall, cpu = timed(lambda: [naive_detect(naive, f["image"]) for f in members])
-        clock["naive"] += wall, cpu
-        for i, f in zip(indices, faces):
-            found["naive"][i] = f
+        if naive is not None:
+            faces, wall, cpu = timed(lambda: [naive_detect(naive, f["image"]) for f in members])
+            clock["naive"] += wall, cpu
+            for i, f in zip(indices, faces):
+                found["naive"][i] = f
         for name, detector in ours.items():
             for reuse, key in ((False, name), (True, f"{name} +reuse")):
                 (faces, n_reused), wall, cpu = timed(lambda: ours_detect(detector, members, reuse))
@@ -150,7 +187,7 @@ def run(frames: list[dict], naive, ours: dict[str, FaceDetector], noise_floor: b
                 reused[key] += n_reused
                 for i, f in zip(indices, faces):
                     found[key][i] = f
-    if noise_floor:
+    if noise_floor and naive is not None:
         # One row and column fewer: every pixel keeps its value, the frame moves by one pixel.
         shifted = [naive_detect(naive, np.ascontiguousarray(f["image"][1:, 1:])) for f in frames]
         found["naive, frame shifted 1 px"] = [[Face(box=f.box + [1, 1, 0, 0], confidence=f.confidence,
@@ -160,25 +197,46 @@ def run(frames: list[dict], naive, ours: dict[str, FaceDetector], noise_floor: b
     for name in names:
         wall, cpu = clock[name]
         results[name] = {"frames": n, "wall_s": wall, "cpu_s": cpu, "frames_per_s": n / wall,
-                         "cpu_s_per_frame": cpu / n, "reused_frames": reused[name],
-                         "speedup": clock["naive"][0] / wall, "speedup_cpu": clock["naive"][1] / cpu}
+                         "cpu_s_per_frame": cpu / n, "reused_frames": reused[name]}
+        if naive is not None:
+            results[name].update(speedup=clock["naive"][0] / wall, speedup_cpu=clock["naive"][1] / cpu)
     return results, found
 
 
 def print_table(results: dict, accuracy: dict) -> None:
-    print(f"{'method':<36}{'frames/s':>9}{'CPU s/frame':>12}{'speed-up':>9}{'(CPU)':>7}{'recall':>8}"
+    print(f"{'method':<44}{'frames/s':>9}{'CPU s/frame':>12}{'vs naive':>9}{'(CPU)':>7}{'recall':>8}"
           f"{'large':>7}{'largest':>8}{'landmark px':>12}{'reused':>7}")
     for name in list(results) + [n for n in accuracy if n not in results]:
         r, a = results.get(name, {}), accuracy.get(name)
-        timing = (f"{r['frames_per_s']:>9.2f}{r['cpu_s_per_frame']:>12.3f}"
-                  f"{r['speedup']:>8.2f}x{r['speedup_cpu']:>6.2f}x" if "frames_per_s" in r else " " * 37)
+        timing = f"{r['frames_per_s']:>9.2f}{r['cpu_s_per_frame']:>12.3f}" if "frames_per_s" in r else " " * 21
+        timing += f"{r['speedup']:>8.2f}x{r['speedup_cpu']:>6.2f}x" if "speedup" in r else " " * 16
         quality = (f"{a['recall']:>8.1%}{a['recall_large']:>7.1%}{a['largest_agreement']:>8.1%}"
                    f"{a['landmark_px']:>12.2f}" if a else f"{'-':>8}{'-':>7}{'-':>8}{'-':>12}")
-        print(f"{name:<36}{timing}{quality}{r.get('reused_frames', ''):>7}")
+        print(f"{name:<44}{timing}{quality}{r.get('reused_frames', ''):>7}")
 
 
-def detector_name(detector: FaceDetector) -> str:
-    return f"ours side={detector.detect_max_side} min={detector.min_face_size} sf={detector.scale_factor:g}"
+def print_backends(rows: list[dict]) -> None:
+    print(f"\n{'setting (side:min face:step)':<30}{'tf f/s':>8}{'torch f/s':>10}{'torch/tf':>9}{'(CPU)':>7}"
+          f"{'torch finds tf':>16}{'tf finds torch':>16}{'min IoU':>9}{'max lm px':>10}")
+    for r in rows:
+        print(f"{r['setting']:<30}{r['tf_frames_per_s']:>8.2f}{r['torch_frames_per_s']:>10.2f}{r['speedup']:>8.2f}x"
+              f"{r['speedup_cpu']:>6.2f}x{r['torch_finds_tf']:>16}{r['tf_finds_torch']:>16}"
+              f"{r['min_iou']:>9.4f}{r['max_landmark_px']:>10.3f}")
+
+
+def setting_name(side: int, min_face: int, scale: float) -> str:
+    return f"side={side} min={min_face} sf={scale:g}"
+
+
+def parse_settings(values: list[str], parser: argparse.ArgumentParser) -> list[tuple[int, int, float]]:
+    settings = []
+    for value in values:
+        try:
+            side, min_face, scale = value.split(":")
+            settings.append((int(side), int(min_face), float(scale)))
+        except ValueError:
+            parser.error(f"--settings takes side:min_face:scale_factor, e.g. 640:48:0.6, got {value!r}")
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,10 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=Path, default=None,
                         help=f"DFDC-layout folder (default: {DFDC_SAMPLE} if present, else {DEMO_VIDEOS})")
     parser.add_argument("--frames-per-video", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0 = every core)")
-    parser.add_argument("--detect-max-side", type=int, help="FaceDetector's detect_max_side (default: its default)")
-    parser.add_argument("--min-face-size", type=int, help="FaceDetector's min_face_size (default: its default)")
-    parser.add_argument("--scale-factor", type=float, help="FaceDetector's scale_factor (default: its default)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads of TensorFlow and torch (0 = every core)")
+    parser.add_argument("--settings", nargs="+", default=["640:48:0.6", "640:20:0.709"],
+                        help="detect_max_side:min_face_size:scale_factor to run each backend at (the first is the "
+                             "summary's)")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--device", default="cpu", help="torch device of mtcnn-torch (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--sweep", action="store_true",
                         help="also time every combination of --sweep-sides and --sweep-fast")
     parser.add_argument("--sweep-sides", type=int, nargs="+", default=[480, 640, 960])
@@ -197,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="min_face_size:scale_factor pairs to try with each side")
     parser.add_argument("--large-face-px", type=float, default=40.0,
                         help="faces at least this many px on their shorter side count as large")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive loop (and its noise floor)")
     parser.add_argument("--no-noise-floor", action="store_true", help="skip the naive loop on 1 px-shifted frames")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "face_extraction.json")
     args = parser.parse_args(argv)
@@ -204,9 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     videos = args.videos or (DFDC_SAMPLE if DFDC_SAMPLE.is_dir() else DEMO_VIDEOS)
     if not videos.is_dir():
         parser.error(f"{videos} does not exist: pass --videos, or run `make demo` to build {DEMO_VIDEOS}")
+    settings = parse_settings(args.settings, parser)
+    if args.sweep:
+        for side in args.sweep_sides:
+            for pair in args.sweep_fast:
+                min_face, scale = pair.split(":")
+                if (side, int(min_face), float(scale)) not in settings:
+                    settings.append((side, int(min_face), float(scale)))
     threads = args.threads or cpu_count()
-    import_tensorflow(threads)  # before mtcnn, so both detectors run with these settings
-    import mtcnn  # noqa: PLC0415
+    need_tf = "mtcnn-tf" in args.backends or not args.no_naive
+    if need_tf:
+        import_tensorflow(threads)  # before mtcnn, so the naive loop and FaceDetector run with these settings
+        import mtcnn  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="bench_faces_") as tmp:
         print(f"Sampling {args.frames_per_video} frames per video from {videos} ...")
@@ -215,53 +285,72 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no usable frames under {videos}")
     sizes = sorted({f["image"].shape[:2] for f in frames})
     print(f"{len(frames)} frames from {len({f['video'] for f in frames})} videos, sizes (h, w) {sizes}; "
-          f"{threads} TensorFlow threads")
+          f"{threads} CPU threads; mtcnn-torch on {args.device}")
 
-    chosen = {k: v for k, v in (("detect_max_side", args.detect_max_side), ("min_face_size", args.min_face_size),
-                                ("scale_factor", args.scale_factor)) if v is not None}
-    main_detector = FaceDetector(threads=threads, **chosen)
-    ours = {detector_name(main_detector): main_detector}
-    if args.sweep:
-        for side in args.sweep_sides:
-            for pair in args.sweep_fast:
-                min_face, scale = pair.split(":")
-                detector = FaceDetector(detect_max_side=side, min_face_size=int(min_face), scale_factor=float(scale),
-                                        threads=threads)
-                ours.setdefault(detector_name(detector), detector)
-    naive = mtcnn.MTCNN(device=main_detector.detector.device)
-    naive_detect(naive, frames[0]["image"])  # warm-up: the first calls build TensorFlow's kernels
+    ours: dict[str, object] = {}
+    for side, min_face, scale in settings:
+        knobs = {"detect_max_side": side, "min_face_size": min_face, "scale_factor": scale, "threads": threads}
+        if "mtcnn-tf" in args.backends:
+            ours[f"mtcnn-tf {setting_name(side, min_face, scale)}"] = FaceDetector(**knobs)
+        if "mtcnn-torch" in args.backends:
+            ours[f"mtcnn-torch {setting_name(side, min_face, scale)}"] = TorchMTCNNDetector(device=args.device, **knobs)
+    naive = None if args.no_naive else mtcnn.MTCNN(device="CPU:0")
+    if naive is not None:
+        naive_detect(naive, frames[0]["image"])  # warm-up: the first calls build TensorFlow's kernels
     for detector in ours.values():
         detector.detect([frames[0]["image"]])
+        detector.detect([f["image"] for f in frames if f["video"] == frames[0]["video"]])  # the batch shape too
 
     results, found = run(frames, naive, ours, noise_floor=not args.no_noise_floor)
-    accuracy = {name: compare(found["naive"], faces, args.large_face_px) for name, faces in found.items()
-                if name != "naive"}
-    for name, a in accuracy.items():
-        results.setdefault(name, {}).update(a)
+    accuracy = {}
+    if naive is not None:
+        accuracy = {name: compare(found["naive"], faces, args.large_face_px) for name, faces in found.items()
+                    if name != "naive"}
+        for name, a in accuracy.items():
+            results.setdefault(name, {}).update(a)
     print_table(results, accuracy)
-    naive_faces = accuracy[next(iter(accuracy))]
-    print(f"(naive loop: {naive_faces['faces']} faces with confidence >= {MIN_CONFIDENCE}, "
-          f"{naive_faces['faces_large']} of them >= {args.large_face_px:g} px)")
+    if naive is not None:
+        first = accuracy[next(iter(accuracy))]
+        print(f"(naive loop: {first['faces']} faces with confidence >= {MIN_CONFIDENCE}, "
+              f"{first['faces_large']} of them >= {args.large_face_px:g} px)")
 
-    main_key = detector_name(main_detector)
-    good = [(r["frames_per_s"], name) for name, r in results.items()
-            if name.startswith("ours") and not name.endswith("+reuse") and r["recall"] >= TARGET_RECALL]
-    summary = {
-        "videos": str(videos), "frames": len(frames), "frame_sizes": [list(s) for s in sizes], "threads": threads,
-        "detector": {"detect_max_side": main_detector.detect_max_side, "min_face_size": main_detector.min_face_size,
-                     "scale_factor": main_detector.scale_factor},
-        "naive_frames_per_s": results["naive"]["frames_per_s"], "ours_frames_per_s": results[main_key]["frames_per_s"],
-        "speedup": results[main_key]["speedup"], "speedup_cpu": results[main_key]["speedup_cpu"],
-        "speedup_with_reuse": results[f"{main_key} +reuse"]["speedup"],
-        "recall": results[main_key]["recall"], "landmark_px": results[main_key]["landmark_px"],
-        "fastest_with_recall_98": max(good)[1] if good else None, "methods": results,
-    }
-    print(f"\n{main_key}: {summary['ours_frames_per_s']:.2f} vs {summary['naive_frames_per_s']:.2f} frames/s, "
-          f"{summary['speedup']:.2f}x the naive loop ({summary['speedup_cpu']:.2f}x in CPU time; "
-          f"{summary['speedup_with_reuse']:.2f}x with reuse, {results[main_key + ' +reuse']['reused_frames']} frames "
-          f"reused), recall {summary['recall']:.1%}, mean landmark distance {summary['landmark_px']:.2f} px")
-    if args.sweep:
-        print(f"fastest setting with recall >= {TARGET_RECALL:.0%}: {summary['fastest_with_recall_98']}")
+    backends = []
+    for side, min_face, scale in settings:
+        tf_name, torch_name = (f"{b} {setting_name(side, min_face, scale)}" for b in BACKENDS)
+        if tf_name not in results or torch_name not in results:
+            continue
+        forward, backward = same_faces(found[tf_name], found[torch_name]), same_faces(found[torch_name], found[tf_name])
+        tf, pt = results[tf_name], results[torch_name]
+        backends.append({
+            "setting": f"{side}:{min_face}:{scale:g}", "tf_frames_per_s": tf["frames_per_s"],
+            "torch_frames_per_s": pt["frames_per_s"], "speedup": pt["frames_per_s"] / tf["frames_per_s"],
+            "speedup_cpu": tf["cpu_s_per_frame"] / pt["cpu_s_per_frame"],
+            "speedup_with_reuse": results[tf_name + " +reuse"]["wall_s"] / results[torch_name + " +reuse"]["wall_s"],
+            "torch_finds_tf": f"{forward['matched']}/{forward['faces']}",
+            "tf_finds_torch": f"{backward['matched']}/{backward['faces']}",
+            "recall_torch_vs_tf": forward["recall"], "recall_tf_vs_torch": backward["recall"],
+            "min_iou": min(forward["min_iou"], backward["min_iou"]),
+            "max_landmark_px": max(forward["max_landmark_px"], backward["max_landmark_px"])})
+    if backends:
+        print_backends(backends)
+
+    summary = {"videos": str(videos), "frames": len(frames), "frame_sizes": [list(s) for s in sizes],
+               "threads": threads, "device": args.device, "settings": [list(s) for s in settings],
+               "backends": backends, "methods": results}
+    if naive is not None:
+        summary["naive_frames_per_s"] = results["naive"]["frames_per_s"]
+        good = [(r["frames_per_s"], name) for name, r in results.items()
+                if name != "naive" and not name.endswith("+reuse") and r.get("recall", 0) >= TARGET_RECALL]
+        summary["fastest_with_recall_98"] = max(good)[1] if good else None
+        print()
+        for name in ours:
+            r = results[name]
+            print(f"{name}: {r['frames_per_s']:.2f} vs {summary['naive_frames_per_s']:.2f} frames/s, "
+                  f"{r['speedup']:.2f}x the naive loop ({r['speedup_cpu']:.2f}x in CPU time; "
+                  f"{results[name + ' +reuse']['speedup']:.2f}x with reuse), recall {r['recall']:.1%}, "
+                  f"mean landmark distance {r['landmark_px']:.2f} px")
+        if args.sweep:
+            print(f"fastest setting with recall >= {TARGET_RECALL:.0%}: {summary['fastest_with_recall_98']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2, default=lambda value: value.item()))  # numpy scalars
     print(f"results written to {args.out}")
