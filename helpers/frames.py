@@ -313,8 +313,13 @@ def sample_frames(
     shard: str = "",
     fresh: bool = False,
     allow_empty: bool = False,
+    videos: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Sample frames from every video under `videos_dir` into `out_dir`; returns and writes frames.csv.
+
+    `videos`: a table of the videos to sample (list_videos's columns: video_id, part, video_path,
+    label, original, status, reason; `key` defaults to part/file name) instead of listing
+    `videos_dir`; notebook 03 uses it to sample its held-out videos again at more frames.
 
     Writes out_dir/settings.json first (frames_per_video, strategy, seed, jpeg_quality; see
     `read_settings`). Resumable: finished videos are journaled under `out_dir/_journal` and skipped on
@@ -329,7 +334,12 @@ def sample_frames(
     workers = worker_count(check_int("WORKERS", workers, 0))
     shard_ = parse_shard(shard)
     out_dir = Path(out_dir)
-    found = list_videos(videos_dir)
+    if videos is None:
+        found = list_videos(videos_dir)
+    else:
+        found = videos.reset_index(drop=True)
+        if "key" not in found:
+            found["key"] = [f"{p}/{Path(v).name}" for p, v in zip(found.part, found.video_path)]
     if found.empty:
         raise ValueError(f"VIDEOS_DIR {videos_dir} holds no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) and no "
                          "metadata.json, neither directly nor in its sub-folders: point it at a DFDC-layout folder "

@@ -29,7 +29,7 @@ import pandas as pd
 
 
 from helpers.faces import COLUMNS as FACE_COLUMNS
-from helpers.faces import read_faces_manifest
+from helpers.faces import LANDMARK_COLUMNS, read_faces_manifest
 from helpers.frames import video_id_of
 from helpers.manifest import read_manifest
 from helpers import runtime
@@ -42,6 +42,9 @@ IDENTITY_COLUMNS = ("identity", "source_identity")
 NAME_PATTERN = r"^(\d+)(?:_(\d+))?$"
 SPLIT_COLUMNS = ("group", "split", "weight", "nearest_train_distance")
 HASH_BITS = 64
+GROUP_BY = ("identity", "part")
+# Identity columns the stage adds itself: face clusters from embeddings, and the part with GROUP_BY "part".
+FACE_CLUSTER_COLUMN, PART_COLUMN = "face_cluster", "part_group"
 
 
 class LeakageError(RuntimeError):
@@ -529,6 +532,145 @@ def find_near_duplicates(split: pd.DataFrame, threshold: int = 6, path_column: s
     return distance, report
 
 
+# --- Identity from faces -------------------------------------------------------------------------------
+
+def embed_identities(faces: pd.DataFrame, threshold: float, margin: float = 1.3, progress: bool = True,
+                     workers: int = 1) -> tuple[pd.Series, pd.DataFrame, dict]:
+    """Face-embedding identity clusters of the usable faces' videos: (cluster per video_id, video embeddings, info).
+
+    Every face crop gets a dlib descriptor (helpers.identity), each video the mean of its faces', and
+    videos whose descriptors are within `threshold` (average linkage) form one cluster: the same actor
+    in unrelated source videos, and a fake with the swap source it shows. Unreadable crops are
+    recorded, never fatal; a video with no descriptor is a cluster of its own.
+    """
+    from helpers import identity  # noqa: PLC0415 - dlib is loaded only when embeddings are asked for
+
+    usable = faces[faces.status == "ok"] if "status" in faces else faces
+    usable = usable.reset_index(drop=True)
+    try:
+        landmarks = identity.landmark_fractions(usable)
+    except KeyError:  # a hand-made faces.csv without landmarks: place the face from the crop geometry
+        landmarks = None
+    embeddings, failed = identity.embed_faces(usable.face_path.tolist(), landmarks, progress=progress, margin=margin,
+                                              workers=workers)
+    videos = identity.video_embeddings(usable, embeddings)
+    labels = identity.cluster_identities(videos, threshold)
+    clusters = pd.Series([f"face-cluster-{c}" for c in labels], index=pd.Index(videos.video_id, name="video_id"),
+                         name=FACE_CLUSTER_COLUMN)
+    info = {"method": "dlib ResNet face descriptors (face-recognition-models), mean per video, average linkage",
+            "threshold": float(threshold), **identity.cluster_summary(labels),
+            "faces_embedded": int(len(usable) - len(failed)),
+            "unreadable": {"count": len(failed), "examples": [reason for _, reason in failed[:10]]}}
+    return clusters, videos, info
+
+
+def identity_matches(videos: pd.DataFrame, split: pd.DataFrame, threshold: float, max_examples: int = 20) -> dict:
+    """The audit's embedding check: val/test videos whose nearest train video is within `threshold` (the same person?)."""
+    from helpers import identity  # noqa: PLC0415
+
+    split_of_video = split.drop_duplicates("video_id").set_index("video_id").split
+    matches = identity.cross_split_matches(videos, split_of_video, threshold)
+    close = matches[matches.same_identity]
+    return {"method": "nearest train video by dlib descriptor distance (mean per video)", "threshold": float(threshold),
+            "compared": {s: int((matches.split == s).sum()) for s in ("val", "test")},
+            "count": {s: int((close.split == s).sum()) for s in ("val", "test")},
+            "distance_quantiles": {s: {q: round(float(matches.distance[matches.split == s].quantile(float(q))), 3)
+                                       for q in ("0.0", "0.05", "0.5")}
+                                   for s in ("val", "test") if matches.distance[matches.split == s].notna().any()},
+            "examples": _records(close.head(max_examples))}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as plain dicts (NaN -> None), for the JSON audit."""
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else (round(v, 4) if isinstance(v, float) else v))
+             for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+# --- Held-out faces detected on themselves ----------------------------------------------------------
+
+def _detect_frames(frames: pd.DataFrame, out_dir: Path, face_settings: dict, keep: str | None = None,
+                   workers: int = 1) -> pd.DataFrame:
+    """faces.csv rows for `frames` (frames.csv rows), detected on each frame itself with notebook 02's settings."""
+    from helpers import faces as F  # noqa: PLC0415
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames_csv = out_dir / "frames_subset.csv"
+    frames.to_csv(frames_csv, index=False)
+    kwargs = {k: v for k, v in face_settings.items() if k != "reuse_original_boxes"}
+    if keep:
+        kwargs["keep"] = keep
+    return _fresh_if_changed(F.extract_faces, frames_csv, out_dir, reuse_original_boxes=False, workers=workers, **kwargs)
+
+
+def _fresh_if_changed(stage, *args, **kwargs):
+    """Run a resumable stage; when its folder holds results of other settings, redo it with them (fresh)."""
+    from helpers.manifest import SettingsChanged  # noqa: PLC0415
+
+    try:
+        return stage(*args, **kwargs)
+    except SettingsChanged:
+        # notebook 02 (or this notebook's settings) changed since the last run: the old crops are stale
+        return stage(*args, **kwargs, fresh=True)
+
+
+def redetect_heldout(split: pd.DataFrame, frames: pd.DataFrame, out_dir: Path, face_settings: dict,
+                     workers: int = 1) -> tuple[pd.DataFrame, dict]:
+    """Validation and test fakes cropped with their original's boxes, cropped again with boxes found on themselves.
+
+    Reusing the original's boxes is a training-time speed-up only: a detector never has them at use
+    time, and crops aligned exactly like the real video's would tell the model which faces were made
+    from it. Frames whose own detection finds no face leave the split (counted in the returned info).
+    """
+    reused = split.split.isin(["val", "test"]) & split.get("box_source", pd.Series("", index=split.index)).eq("original")
+    info = {"reused_boxes_in_heldout": int(reused.sum()), "redetected_faces": 0, "lost_frames": 0}
+    if not reused.any():
+        return split, info
+    wanted = set(split.loc[reused, "frame_path"])
+    subset = frames[frames.frame_path.isin(wanted)]
+    missing = wanted - set(subset.frame_path)
+    if missing:
+        raise ValueError(f"{len(missing)} held-out frame(s) are not in frames.csv (e.g. {sorted(missing)[0]}): pass "
+                         "the FRAMES_CSV notebook 02 read")
+    fresh = _detect_frames(subset, out_dir, face_settings, workers=workers)
+    fresh = fresh[fresh.status == "ok"]
+    meta = split.loc[reused].drop_duplicates("frame_path").set_index("frame_path")
+    fresh = fresh.join(meta[[c for c in split.columns if c not in fresh.columns]], on="frame_path")
+    out = pd.concat([split.loc[~reused], fresh[[c for c in split.columns if c in fresh.columns]]], ignore_index=True)
+    info.update(redetected_faces=int(len(fresh)), lost_frames=int(len(wanted - set(fresh.frame_path))))
+    return out.reindex(columns=split.columns), info
+
+
+def evaluation_faces(split: pd.DataFrame, frames: pd.DataFrame, out_dir: Path, face_settings: dict,
+                     frames_per_video: int, seed: int = 447, workers: int = 1) -> tuple[pd.DataFrame, dict]:
+    """eval.csv: `frames_per_video` uniform frames of every val and test video and every face in them.
+
+    This is how a detector meets a video at use time (helpers.predict does the same): many frames,
+    every face (in two-person DFDC videos often only one face is swapped), each detected on the frame
+    itself. The training notebooks score these faces for the calibration (val) and the reported
+    numbers (test), aggregating a video's faces with metrics.aggregate_face_scores.
+    """
+    from helpers import frames as FR  # noqa: PLC0415
+
+    held = split[split.split.isin(["val", "test"])]
+    videos = frames[frames.video_id.isin(set(held.video_id))].drop_duplicates("video_id")
+    columns = ["video_id", "part", "video_path", "label", "original"]
+    table = videos[columns].assign(status="ok", reason="")
+    sampled = _fresh_if_changed(FR.sample_frames, "", out_dir / "frames", frames_per_video=frames_per_video,
+                                strategy="uniform", seed=seed, jpeg_quality=int(face_settings.get("jpeg_quality", 95)),
+                                videos=table, workers=workers)
+    faces = _detect_frames(sampled, out_dir / "faces", face_settings, keep="all", workers=workers)
+    ok = faces[faces.status == "ok"].copy()
+    per_video = held.drop_duplicates("video_id").set_index("video_id")
+    carry = [c for c in held.columns if c not in ok.columns and c in per_video.columns and c != "nearest_train_distance"]
+    ok = ok.join(per_video[carry], on="video_id")
+    ok["weight"] = 1.0
+    ok["nearest_train_distance"] = pd.NA
+    info = {"frames_per_video": int(frames_per_video), "videos": int(held.video_id.nunique()),
+            "videos_with_faces": int(ok.video_id.nunique()), "frames": int(sampled.status.eq("ok").sum()),
+            "faces": int(len(ok)), "keep": "all", "detected_on": "each frame itself"}
+    return ok.reset_index(drop=True), info
+
+
 # --- The stage ---------------------------------------------------------------------------------------
 
 def summarize_splits(split: pd.DataFrame) -> dict:
@@ -546,13 +688,23 @@ def summarize_splits(split: pd.DataFrame) -> dict:
 def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15,
                seed: int = 447, balance: str = "none", duplicate_threshold: int = 6, identity_csv: str | Path = "",
                identity_columns: Sequence[str] = IDENTITY_COLUMNS, name_pattern: str = NAME_PATTERN,
-               max_examples: int = 20, progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Split faces.csv by identity, balance train, audit; writes out_dir/split.csv and split_audit.json.
+               max_examples: int = 20, progress: bool = True, group_by: str = "identity",
+               embedding_threshold: float | None = None, frames_csv: str | Path = "", test_frames_per_video: int = 0,
+               workers: int = 1) -> tuple[pd.DataFrame, dict]:
+    """Split faces.csv by identity, balance train, audit; writes out_dir/split.csv, split_audit.json (and eval.csv).
 
+    group_by: "identity" (every identity link, face-embedding clusters included) or "part" (whole
+    dataset parts held out, as the DFDC winners' folds did, plus every identity link).
+    embedding_threshold: the dlib descriptor distance within which videos count as one person
+    (None: helpers.identity.DEFAULT_THRESHOLD; 0: no embeddings). frames_csv: notebook 01's
+    frames.csv, needed to re-detect held-out fakes cropped with their original's boxes and, with
+    test_frames_per_video > 0, to build eval.csv (many frames, every face, of each val/test video).
     Returns the split (usable faces + group, split, weight, nearest_train_distance) and the audit.
     """
     if balance not in BALANCE_MODES:
         raise ValueError(f"BALANCE must be one of {BALANCE_MODES}, got {balance!r}")
+    if group_by not in GROUP_BY:
+        raise ValueError(f"GROUP_BY must be one of {GROUP_BY}, got {group_by!r}")
     fractions = parse_fractions({"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction})
     faces = read_faces_manifest(faces_csv)
     if identity_csv:
@@ -560,31 +712,72 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
     usable = int(faces.status.eq("ok").sum())
     if not usable:
         raise ValueError(f"{faces_csv} holds no usable face (status ok): check notebook 02's output")
-    split = split_by_identity(faces, fractions, seed, identity_columns, name_pattern)
+    columns = [c for c in identity_columns]
+    if group_by == "part":
+        faces[PART_COLUMN] = "part:" + faces.part.astype(str)
+        columns.append(PART_COLUMN)
+    face_settings = _face_settings(faces_csv)
+    if embedding_threshold is None:
+        from helpers.identity import DEFAULT_THRESHOLD  # noqa: PLC0415
+
+        embedding_threshold = DEFAULT_THRESHOLD
+    embedding_info, videos = None, None
+    if embedding_threshold:
+        clusters, videos, embedding_info = embed_identities(faces, embedding_threshold,
+                                                        float(face_settings.get("margin", 1.3)), progress, workers)
+        groups_without = int(group_videos(faces[faces.status == "ok"], columns, name_pattern).nunique())
+        faces[FACE_CLUSTER_COLUMN] = faces.video_id.map(clusters)
+        columns.append(FACE_CLUSTER_COLUMN)
+    split = split_by_identity(faces, fractions, seed, columns, name_pattern)
     assignment = split.attrs.get("assignment", {})
+    if embedding_info is not None:
+        embedding_info.update(groups_without_embeddings=groups_without, groups_with_embeddings=int(split.group.nunique()),
+                          groups_merged_by_embeddings=groups_without - int(split.group.nunique()))
     group_sizes = split.groupby("group").size()
     before = split.split.value_counts().reindex(SPLITS, fill_value=0) / len(split)
     fake_share = float(split.label.eq("FAKE").mean())
+    heldout: dict = {"frames_csv": str(frames_csv)}
+    out_dir = Path(out_dir)
+    frames = None
+    if frames_csv:
+        from helpers.frames import read_frames_manifest  # noqa: PLC0415
+
+        frames = read_frames_manifest(frames_csv)
+        split, heldout["redetection"] = redetect_heldout(split, frames, out_dir / "redetected", face_settings, workers)
+    elif split.split.isin(["val", "test"]).any() and split.get("box_source", pd.Series(dtype=str)).eq("original").any():
+        raise ValueError(f"{faces_csv} crops some fakes with their original's boxes (REUSE_ORIGINAL_BOXES), and those "
+                         "must be detected on themselves in validation and test: set FRAMES_CSV to notebook 01's "
+                         "frames.csv")
     split, balance_info = balance_training(split, balance, seed)
     split["nearest_train_distance"], duplicates = find_near_duplicates(split, duplicate_threshold,
                                                                        max_examples=max_examples, progress=progress)
-    leakage = check_disjoint(split, identity_columns, name_pattern)
-    links = identity_links(split, identity_columns, name_pattern)
+    leakage = check_disjoint(split, columns, name_pattern)
+    links = identity_links(split, columns, name_pattern)
     originals = {node[len("video:"):] for node in links.node[links.kind == "original"]}
     summary = summarize_splits(split)
     warnings = list(assignment.get("warnings", []))
     if identity_csv and not (links.kind == "identity").any():
         warnings.append(f"IDENTITY_CSV {identity_csv} names none of the videos: is it from another dataset?")
+    for name in SPLITS:
+        part = split[split.split == name]
+        if fractions[name] > 0 and len(part) and part.label.nunique() < 2:
+            warnings.append(f"the {name} split holds {part.label.iloc[0]} faces only: AUC is undefined there")
+    evaluation = None
+    if frames is not None and int(test_frames_per_video) > 0:
+        evaluation, heldout["evaluation"] = evaluation_faces(split, frames, out_dir / "eval", face_settings,
+                                                             int(test_frames_per_video), seed, workers)
     audit = {
-        "faces_csv": str(faces_csv), "identity_csv": str(identity_csv), "seed": int(seed),
+        "faces_csv": str(faces_csv), "identity_csv": str(identity_csv), "seed": int(seed), "group_by": group_by,
+        "guarantee": guarantee(group_by, bool(identity_csv), bool(embedding_threshold)),
         "rows": {"faces_csv": int(len(faces)), "usable": usable, "not_usable": int(len(faces) - usable),
                  "in_split_csv": int(len(split))},
-        "links": {"identity_columns": [c for c in identity_columns if c in faces], "name_pattern": name_pattern,
+        "links": {"identity_columns": [c for c in columns if c in faces], "name_pattern": name_pattern,
                   **{kind: int((links.kind == kind).sum()) for kind in ("original", "identity", "name")},
                   "absent_originals": len(originals - set(split.video_id)),
                   "videos_with_identity": int(links.video_id[links.kind == "identity"].nunique()),
                   "videos": int(split.video_id.nunique())},
         "groups": {"count": int(len(group_sizes)), "largest_faces": int(group_sizes.max()),
+                   "largest_share": round(float(group_sizes.max() / group_sizes.sum()), 4),
                    "median_faces": float(group_sizes.median())},
         "fractions": {"requested": fractions, "achieved": {s: round(float(before[s]), 4) for s in SPLITS},
                       "tolerance": round(float(assignment.get("tolerance", 0.0)), 4),
@@ -595,13 +788,53 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
         "forced_moves": assignment.get("forced", []),
         "warnings": warnings,
         "balance": balance_info,
+        "embeddings": embedding_info,
+        "identity_matches": identity_matches(videos, split, embedding_threshold, max_examples)
+        if videos is not None else None,
         "near_duplicates": duplicates,
+        "heldout": heldout,
     }
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_split(split, out_dir / "split.csv")
-    (out_dir / "split_audit.json").write_text(json.dumps(audit, indent=2) + "\n", encoding="utf-8")
+    eval_path = out_dir / "eval.csv"
+    if evaluation is not None:
+        write_split(evaluation, eval_path)
+    elif eval_path.exists():
+        eval_path.unlink()  # an eval.csv of an earlier split must not be scored against this one
+    (out_dir / "split_audit.json").write_text(json.dumps(audit, indent=2, default=str) + "\n", encoding="utf-8")
     return split, audit
+
+
+def _face_settings(faces_csv: str | Path) -> dict:
+    """Notebook 02's crop settings (its settings.json), or {} for a hand-made faces.csv without one."""
+    from helpers import faces as F  # noqa: PLC0415
+
+    reader = getattr(F, "read_settings", None)
+    if reader is None:
+        return {}
+    try:
+        return dict(reader(faces_csv))
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def guarantee(group_by: str, identity_table: bool, embeddings: bool) -> str:
+    """What the split promises, in words, for the audit, the notebook and the report."""
+    links = ["a fake and its original (present or not)", "FaceForensics++-style names"]
+    if identity_table:
+        links.append("the identity table's columns")
+    if embeddings:
+        links.append("videos whose faces' embeddings fall within the threshold (the same actor in unrelated "
+                     "videos, and the swap source a fake shows)")
+    if group_by == "part":
+        links.append("the dataset part")
+    text = ("No two videos joined by " + "; ".join(links) + " are in different splits (checked from the links, "
+            "not taken from the assignment).")
+    if not identity_table:
+        text += (" Without actor ids this is as good as the face embedding: two videos of one person that the "
+                 "embedding places further apart than the threshold can still land in different splits; the "
+                 "audit's identity_matches lists the closest cross-split pairs to look at.")
+    return text
 
 
 def write_split(split: pd.DataFrame, path: str | Path) -> None:
@@ -620,7 +853,7 @@ def write_split(split: pd.DataFrame, path: str | Path) -> None:
 def read_split(path: str | Path) -> pd.DataFrame:
     """Read split.csv (written by notebook 03) with ids as strings and integer columns as integers."""
     return read_manifest(path, "notebook 03 (split)", ("frame_index", "face_index", "nearest_train_distance"),
-                         ("group", "split", *IDENTITY_COLUMNS))
+                         ("group", "split", *IDENTITY_COLUMNS, FACE_CLUSTER_COLUMN, PART_COLUMN))
 
 
 def read_audit(path: str | Path) -> dict:

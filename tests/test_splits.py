@@ -476,7 +476,8 @@ def test_make_split_writes_split_csv_and_the_audit(tmp_path):
     ids = tmp_path / "ids.csv"  # people 0 and 1 are one actor
     ids.write_text("video,identity\nreal0000xx.mp4,A\nreal0001xx.mp4,A\n")
     split, audit = splits.make_split(faces_csv, tmp_path / "out", val_fraction=0.2, test_fraction=0.2, seed=1,
-                                     balance="weights", duplicate_threshold=6, identity_csv=ids, progress=False)
+                                     balance="weights", duplicate_threshold=6, identity_csv=ids, progress=False,
+                                     embedding_threshold=0)  # synthetic crops are not faces
     written = splits.read_split(tmp_path / "out" / "split.csv")
     assert len(written) == len(split) == 48 and "nofacexxxx" not in set(written.video_id)
     assert list(written.columns[-4:]) == ["group", "split", "weight", "nearest_train_distance"]
@@ -502,7 +503,7 @@ def test_an_identity_csv_that_names_no_video_is_flagged(tmp_path):
     faces_csv = write_faces_csv(tmp_path / "in", n_people=4)
     ids = tmp_path / "ids.csv"
     ids.write_text("video,identity\nsomeothervideo.mp4,A\n")
-    _, audit = splits.make_split(faces_csv, tmp_path / "out", identity_csv=ids, progress=False)
+    _, audit = splits.make_split(faces_csv, tmp_path / "out", identity_csv=ids, progress=False, embedding_threshold=0)
     assert any("names none of the videos" in w for w in audit["warnings"])
 
 
@@ -524,7 +525,9 @@ def test_notebook_03_runs_through_the_runner(tmp_path):
     demo = yaml.safe_load((ROOT / "params" / "demo.yaml").read_text())["03_split"]
     profile = tmp_path / "p.yaml"
     profile.write_text(yaml.safe_dump({"03_split": {**demo, "FACES_CSV": str(faces_csv), "OUT_DIR": str(out_dir),
-                                                    "FIGURES_DIR": str(figures), "IDENTITY_CSV": ""}}))
+                                                    "FIGURES_DIR": str(figures), "IDENTITY_CSV": "",
+                                                    "FRAMES_CSV": "", "EMBEDDING_THRESHOLD": 0.0,
+                                                    "TEST_FRAMES_PER_VIDEO": 0}}))
     pipeline.run_pipeline(str(profile), only=["03"], out_dir=tmp_path / "build")
     audit = splits.read_audit(out_dir / "split_audit.json")
     split = splits.read_split(out_dir / "split.csv")
