@@ -458,7 +458,7 @@ def _one_per_video(df: pd.DataFrame, column: str, what: str) -> None:
         )
 
 
-def video_level(predictions: pd.DataFrame, score: str = "prob_fake", group_column: str = "group") -> pd.DataFrame:
+def video_level(predictions: pd.DataFrame, score: str = "prob_fake", group_column: str | None = "group") -> pd.DataFrame:
     """One row per `video_id`: the aggregated face score, the label (split and group when present), `n_faces`."""
     missing = [c for c in ("video_id", "label", score) if c not in predictions.columns]
     if missing:
@@ -475,8 +475,8 @@ def video_level(predictions: pd.DataFrame, score: str = "prob_fake", group_colum
             f"{int((mixed > 1).sum())} video(s) have faces labelled both REAL and FAKE "
             f"(e.g. {list(mixed[mixed > 1].index[:3])}); a video has one label, fix the manifest"
         )
-    carried = [c for c in ("split", group_column) if c in df.columns]
-    if group_column in df.columns:
+    carried = [c for c in ("split", group_column) if c is not None and c in df.columns]
+    if group_column in carried:
         # The group decides what a bootstrap resamples; a video split across two would be counted twice.
         _one_per_video(df, group_column, f"'{group_column}' value")
     agg = {score: (score, aggregate_face_scores), "label": ("label", "first")}
@@ -523,7 +523,7 @@ def evaluate(
     seed: int = 0,
     y_train=None,
     alpha: float = 0.05,
-    group_column: str = "group",
+    group_column: str | None = "group",
     threshold: float = 0.5,
     prevalence: float | None = None,
 ) -> dict:
@@ -532,22 +532,23 @@ def evaluate(
     `predictions` has columns face_path, video_id, label, prob_fake (split, and `group_column` when
     known); every row is scored, so filter to the test split first. Intervals resample independent
     units: the groups of `group_column` (e.g. an original and its fakes) at both levels when that
-    column exists, otherwise videos. `threshold` (prob > threshold calls FAKE) shapes accuracy and
-    balanced accuracy at both levels. The majority baseline guesses `prevalence` (the training FAKE
-    share before balancing) when given, else the share in `y_train` (training labels, or a training
-    manifest with `video_id` and `label` whose videos give the video-level share), else the test
-    share, which flatters the baseline: it could not know that share in advance.
+    column exists, otherwise (or with group_column=None) videos. `threshold` (prob > threshold
+    calls FAKE) shapes accuracy and balanced accuracy at both levels. The majority baseline guesses
+    `prevalence` (the training FAKE share before balancing) when given, else the share in `y_train`
+    (training labels, or a training manifest with `video_id` and `label` whose videos give the
+    video-level share), else the test share, which flatters the baseline: it could not know that
+    share in advance.
     """
     if len(predictions) == 0:
         raise ValueError("predictions is empty; nothing to evaluate")
-    grouped = group_column in predictions.columns
+    grouped = group_column is not None and group_column in predictions.columns
     if grouped and predictions[group_column].isna().any():
         raise ValueError(
             f"{int(predictions[group_column].isna().sum())} prediction row(s) have no '{group_column}'; "
             f"fill it for every face (from split.csv) or drop the column to resample videos instead"
         )
     y = labels_to_int(predictions["label"])
-    videos = video_level(predictions, "prob_fake", group_column)
+    videos = video_level(predictions, "prob_fake", group_column if grouped else None)
     y_video = labels_to_int(videos["label"])
     frame_groups = predictions[group_column] if grouped else predictions["video_id"]
     video_groups = videos[group_column] if grouped else None

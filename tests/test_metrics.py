@@ -499,6 +499,7 @@ def test_evaluate_resamples_groups_at_both_levels():
     assert plain["frame"] == M.bootstrap_ci(M.labels_to_int(df.label), df.prob_fake, 200, 3, groups=df.video_id)
     assert plain["video"] == M.bootstrap_ci(M.labels_to_int(videos.label), videos.prob_fake, 200, 3)
     assert plain["interval"]["unit"] == "video" and plain["interval"]["n_units"] == 48
+    assert M.evaluate(df, n_boot=200, seed=3, group_column=None) == plain
     # Another column name works the same way.
     renamed = M.evaluate(df.rename(columns={"group": "identity"}), n_boot=200, seed=3, group_column="identity")
     assert renamed["video"] == out["video"] and renamed["interval"]["unit"] == "identity"
