@@ -67,7 +67,7 @@ def evaluate_predictions(predictions: pd.DataFrame, prevalence: float, prevalenc
     val, test = out[out.split == "val"], out[out.split == "test"]
     threshold = M.choose_threshold(y_val, val.prob_fake, rule=THRESHOLD_RULE)
     group_column = "group" if "group" in out.columns and out.group.notna().all() else None
-    payload = M.evaluate(test, n_boot=n_boot, seed=seed, group_column=group_column or "group",
+    payload = M.evaluate(test, n_boot=n_boot, seed=seed, group_column=group_column,
                          threshold=threshold, prevalence=prevalence)
     payload["baseline_prevalence_from"] = prevalence_from
     summary = M.calibration_summary(val.logit, y_val, test.logit, y_test)

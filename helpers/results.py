@@ -11,7 +11,7 @@ import pandas as pd
 from helpers import metrics as M
 
 TABLE_METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "auc": "AUC",
-                 "log_loss": "log loss", "eer": "EER"}
+                 "log_loss": "log loss", "eer": "EER", "tpr_at_1fpr": "TPR at 1% FPR"}
 
 
 @dataclass
