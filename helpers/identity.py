@@ -14,12 +14,12 @@ here is that Euclidean distance.
 Threshold (DEFAULT_THRESHOLD = 0.55, for clustering; DLIB_THRESHOLD = 0.6, dlib's own, for the
 audit in cross_split_matches). Measured with this module's code:
 - Real photos, ../shared/data/faces: 30 MTCNN faces of 15 people (10 seen in 2-5 photos; the sets
-  are in tests/test_identity.py), one face per photo, so no averaging. Same person, 23 pairs: min
-  0.26, median 0.44, 95th percentile 0.61, max 0.64; different people, 412 pairs: min 0.63, 1st
-  percentile 0.68, median 0.85. choose_threshold gives 0.62. Average linkage at 0.55 to 0.60 gives
-  17 clusters and none mixes two people; the two people it splits are each one group-photo face in
-  near profile or with eyes closed and head tilted (0.62 and 0.64 from their other photo); at 0.65 it
-  finds exactly the 15 people.
+  and the cropping are in tests/test_identity.py), one face per photo, so no averaging. Same person,
+  23 pairs: min 0.26, median 0.43, 95th percentile 0.61, max 0.63; different people, 412 pairs: min
+  0.65, 1st percentile 0.68, median 0.86. choose_threshold gives 0.63. Average linkage at 0.55 to
+  0.60 gives 17 clusters and none mixes two people; the two people it splits are each one group-photo
+  face in near profile or with eyes closed and head tilted (0.63 and 0.62 from their other photo);
+  at 0.65 it finds exactly the 15 people.
 - The demo (helpers.demo defaults: 98 LFW identities, a REAL and a FAKE video each; 8 frames per
   video, 1556 crops of 128 px): video means. A FAKE shows its swap source: FAKE to its source's REAL,
   98 pairs: min 0.16, median 0.36, 95th 0.52, 99th 0.58, max 0.61 (to its target's REAL: median 0.65).
@@ -60,6 +60,7 @@ EMBEDDING_COLUMNS = [f"e{i:03d}" for i in range(DIM)]
 DEFAULT_THRESHOLD = 0.55   # clustering; see the module docstring for the measurements behind it
 DLIB_THRESHOLD = 0.6       # dlib's documented same-person distance (LFW): the looser audit in cross_split_matches
 LINKAGES = ("average", "single")
+MIN_CROP_PX = 16
 MODEL_FILES = {"shape_predictor": "shape_predictor_5_face_landmarks.dat",
                "recognition": "dlib_face_recognition_resnet_model_v1.dat"}
 
@@ -67,8 +68,9 @@ MODEL_FILES = {"shape_predictor": "shape_predictor_5_face_landmarks.dat",
 # than MTCNN's. Fitted on the 30 real photo faces (dlib's HOG box against MTCNN's box and landmarks):
 # HOG side = 0.82 x the MTCNN box's longer side (sd 0.075), centred 0.07 box sides below its centre;
 # HOG side = 2.37 x the eye-midpoint-to-mouth-midpoint distance (sd 0.24), centred on the mean landmark.
-# The descriptors hardly depend on which one is used (same-person max 0.640-0.646, different-person
-# min 0.625-0.651 over the four choices tried), but the landmarks follow a turned head.
+# The descriptors hardly depend on which one is used (MTCNN at full resolution: same-person max
+# 0.640-0.646, different-person min 0.625-0.651 over the four choices tried), but landmarks follow a
+# turned head.
 BOX_SIDE, BOX_SHIFT = 0.82, 0.07
 LANDMARK_SIDE = 2.37
 
@@ -161,9 +163,21 @@ def _embed_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[tuple[int, s
             failed.append((int(position), f"{err}; rerun notebook 02 to rewrite it"))
             continue
         height, width = image.shape[:2]
+        # Such crops all map to one descriptor, and a pile of identical points would be one "person".
+        if min(height, width) < MIN_CROP_PX:
+            failed.append((int(position), f"{path}: a {width}x{height} crop is too small to identify "
+                                          f"(at least {MIN_CROP_PX} px, notebook 02's FACE_SIZE floor)"))
+            continue
+        if float(image.std()) < 1.0:
+            failed.append((int(position), f"{path}: the crop is a single flat colour, no face to identify"))
+            continue
         points = None if landmarks is None else landmarks[k] * [width, height]
-        shape = predictor(image, face_rectangle(height, width, margin, points))
-        chips.append(dlib.get_face_chip(image, shape, size=150, padding=0.25))
+        try:
+            shape = predictor(image, face_rectangle(height, width, margin, points))
+            chips.append(dlib.get_face_chip(image, shape, size=150, padding=0.25))
+        except RuntimeError as err:  # pragma: no cover - dlib raises on inputs we have not met
+            failed.append((int(position), f"{path}: dlib could not align the face ({err})"))
+            continue
         rows.append(k)
     if chips:
         # One call for the chunk: dlib runs a list of chips through the ResNet as one batch.
@@ -172,9 +186,11 @@ def _embed_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, list[tuple[int, s
 
 
 def embed_faces(paths: Sequence[str], landmarks: np.ndarray | None = None, progress: bool = True,
-                margin: float = 1.3, workers: int = 1, chunk: int = 32) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """dlib descriptors (n, 128) float32, raw (not L2-normalised), of face crops; NaN rows and (position, reason) for failures.
+                margin: float = 1.3, workers: int = 1, chunk: int = 32
+                ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """dlib descriptors of face crops: (n, 128) float32, raw (not L2-normalised); NaN rows and (position, reason) on failure.
 
+    A crop fails when missing, unreadable, smaller than MIN_CROP_PX or blank.
     landmarks: (n, 5, 2) MTCNN landmarks as fractions of each crop's side (`landmark_fractions`), or
     None to place the face from the crop geometry alone (margin: the MARGIN the crops were cut with).
     workers: processes, each loading the models once (0 = one per core); dlib's CPU ResNet is
@@ -380,8 +396,8 @@ def cluster_identities(video_emb: pd.DataFrame | np.ndarray, threshold: float = 
     distance over all their cross pairs is <= threshold. It does not chain: one look-alike pair (or a
     fake whose face is half target, half source) cannot pull two people together, since every other
     pair counts too. "single": connected components of the pairs within threshold; it catches every
-    pair dlib calls the same person, but one bridge merges two people and on DFDC's 120k videos bridges
-    pile up into one giant cluster, so use it only to see what average linkage left apart.
+    pair dlib calls the same person, but one bridge merges two people, and bridges pile up (on the demo
+    at 0.55 one cluster holds 88% of the videos), so use it only to see what average linkage left apart.
     Scales to DFDC: pairs within threshold come from chunked matrix products (`radius_pairs`) and
     average linkage is run on that sparse graph exactly (`_average_linkage`), so memory grows with the
     number of close pairs, never n x n. A video without an embedding (NaN) is a cluster of its own.
@@ -429,11 +445,12 @@ def pair_distances(embeddings: np.ndarray, identity_labels: Sequence) -> tuple[n
         raise ValueError(f"{len(labels)} identity labels for {len(x)} embeddings; pass one per row")
     ok = np.isfinite(x).all(axis=1)
     x, labels = x[ok], labels[ok]
-    sq = _sq_norms(x)
-    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0))
+    from scipy.spatial.distance import pdist  # noqa: PLC0415
+
+    d = pdist(x)  # condensed, in np.triu_indices(n, 1) order
     upper = np.triu_indices(len(x), k=1)
-    same = labels[:, None] == labels[None, :]
-    return d[upper][same[upper]], d[upper][~same[upper]]
+    same = labels[upper[0]] == labels[upper[1]]
+    return d[same], d[~same]
 
 
 def choose_threshold(embeddings: np.ndarray, identity_labels: Sequence, recall: float = 0.99,
@@ -487,11 +504,11 @@ def cross_split_matches(video_emb: pd.DataFrame, split_of_video: pd.Series,
     if len(train):
         sq_train = _sq_norms(x[train])
         for start, stop in _blocks(len(query), len(train), max_cells):
-            rows = query[start:stop]
-            d2 = _sq_norms(np.nan_to_num(x[rows]))[:, None] + sq_train[None, :] - 2.0 * (np.nan_to_num(x[rows]) @ x[train].T)
+            block = np.nan_to_num(x[query[start:stop]])  # rows without an embedding are blanked below
+            d2 = _sq_norms(block)[:, None] + sq_train[None, :] - 2.0 * (block @ x[train].T)
             best = d2.argmin(axis=1)
             nearest[start:stop] = train[best]
-            distance[start:stop] = np.sqrt(np.maximum(d2[np.arange(len(rows)), best], 0.0))
+            distance[start:stop] = np.sqrt(np.maximum(d2[np.arange(len(block)), best], 0.0))
         missing = ~ok[query]
         nearest[missing], distance[missing] = -1, np.nan
     table = pd.DataFrame({"video_id": ids[query], "split": which[query],
