@@ -16,6 +16,8 @@ mtcnn 1.0 so that the faces, boxes and landmarks are the package's (see tests/te
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -172,6 +174,7 @@ def level_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return int(h), int(w)
 
 
+@functools.lru_cache(maxsize=64)
 def area_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) weights of TF's ResizeArea along one axis: each output cell averages the input it covers."""
     scale = n_in / n_out
@@ -179,14 +182,16 @@ def area_matrix(n_in: int, n_out: int) -> np.ndarray:
     starts, ends = edges[:-1, None], edges[1:, None]
     cells = np.arange(n_in)[None, :]
     overlap = np.clip(np.minimum(cells + 1, ends) - np.maximum(cells, starts), 0, None)
-    return overlap / scale
+    weights = overlap / scale
+    weights.flags.writeable = False  # shared by the cache
+    return weights
 
 
 def resize_area(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Area resize of an NCHW float batch as two matrix products (for GPUs; cv2's INTER_AREA is the CPU path)."""
     height, width = batch.shape[-2:]
-    ry = torch.as_tensor(area_matrix(height, size[0]), dtype=batch.dtype, device=batch.device)
-    rx = torch.as_tensor(area_matrix(width, size[1]), dtype=batch.dtype, device=batch.device)
+    ry = torch.tensor(area_matrix(height, size[0]), dtype=batch.dtype, device=batch.device)
+    rx = torch.tensor(area_matrix(width, size[1]), dtype=batch.dtype, device=batch.device)
     return torch.matmul(torch.matmul(ry, batch), rx.T)
 
 
@@ -299,6 +304,26 @@ def crop_and_resize(images: torch.Tensor, rows: torch.Tensor, size: int) -> torc
     return patches.permute(0, 3, 1, 2)  # NHWC memory, i.e. channels_last
 
 
+@contextlib.contextmanager
+def full_float32(device: torch.device):
+    """On CUDA, IEEE float32 convolutions and matrix products while detecting, as on the CPU and in TensorFlow.
+
+    cuDNN convolutions default to TF32 (10-bit mantissa), which moves PNet's scores by ~1e-3 and so
+    which borderline proposals pass; the settings are process-wide, so they are put back afterwards.
+    """
+    saved = []
+    try:
+        if device.type == "cuda":
+            for backend in (torch.backends.cudnn.conv, torch.backends.cuda.matmul):
+                if hasattr(backend, "fp32_precision"):
+                    saved.append((backend, backend.fp32_precision))
+                    backend.fp32_precision = "ieee"
+        yield
+    finally:
+        for backend, value in reversed(saved):
+            backend.fp32_precision = value
+
+
 class TorchMTCNNDetector:
     """mtcnn 1.0's MTCNN in torch, batched, on the CPU or a GPU: a drop-in for helpers.faces.FaceDetector.
 
@@ -327,6 +352,8 @@ class TorchMTCNNDetector:
         self.min_face_size = int(min_face_size)
         self.scale_factor = float(scale_factor)
         self.thresholds = tuple(float(t) for t in thresholds)
+        # Pyramid levels by matrix products on the device; on the CPU cv2's INTER_AREA is faster.
+        self.resize_on_device = self.device.type != "cpu"
 
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
         """Faces in each RGB uint8 image, most confident first; images of equal size go in one batch."""
@@ -341,7 +368,7 @@ class TorchMTCNNDetector:
         by_shape: dict[tuple, list[int]] = {}
         for i, copy in enumerate(small):
             by_shape.setdefault(copy.shape, []).append(i)
-        with torch.inference_mode():
+        with torch.inference_mode(), full_float32(self.device):
             for indices in by_shape.values():
                 batch = [small[i] for i in indices]
                 # As FaceDetector: min_face_size in pixels of the copy, capped where mtcnn 1.0 could run it.
@@ -381,7 +408,7 @@ class TorchMTCNNDetector:
 
     def pyramid(self, normalised: list[np.ndarray], images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """One pyramid level of the whole batch as NCHW: cv2's INTER_AREA on the CPU, matrix products on a GPU."""
-        if self.device.type == "cpu":
+        if not self.resize_on_device:
             levels = [cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA) for image in normalised]
             return torch.from_numpy(np.stack(levels)).permute(0, 3, 1, 2)  # NHWC memory: channels_last
         return resize_area(images.permute(0, 3, 1, 2), size).contiguous(memory_format=torch.channels_last)

@@ -199,6 +199,15 @@ def test_batches_give_what_single_frames_give(detector, portraits):
             np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
 
 
+def test_the_gpu_resize_path_gives_the_cpu_faces(detector, portraits, monkeypatch):
+    expected = detector.detect([portraits, portraits[:200]])
+    monkeypatch.setattr(detector, "resize_on_device", True)  # matrix products instead of cv2
+    for faces, ref in zip(detector.detect([portraits, portraits[:200]]), expected):
+        assert len(faces) == len(ref) > 0
+        for a, b in zip(faces, ref):
+            assert abs(a.confidence - b.confidence) < 1e-4 and box_iou(a.box, b.box) > 0.999
+
+
 def test_boxes_on_a_downscaled_copy_come_back_in_input_pixels(detector, portraits):
     big = cv2.resize(portraits, (720, 480), interpolation=cv2.INTER_CUBIC)
     shrunk = mt.TorchMTCNNDetector(detect_max_side=360, min_face_size=40, device="cpu")
