@@ -65,7 +65,9 @@ def evaluate_predictions(predictions: pd.DataFrame, prevalence: float, prevalenc
     out["prob_raw"] = M.apply_temperature(out.logit, 1.0)
     out["prob_fake"] = M.apply_platt(out.logit, slope, intercept)
     val, test = out[out.split == "val"], out[out.split == "test"]
-    threshold = M.choose_threshold(y_val, val.prob_fake, rule=THRESHOLD_RULE)
+    one_class = len(set(y_val.tolist())) < 2
+    # A validation split with one class cannot rank or balance anything: keep 0.5 and say so.
+    threshold = 0.5 if one_class else M.choose_threshold(y_val, val.prob_fake, rule=THRESHOLD_RULE)
     group_column = "group" if "group" in out.columns and out.group.notna().all() else None
     payload = M.evaluate(test, n_boot=n_boot, seed=seed, group_column=group_column,
                          threshold=threshold, prevalence=prevalence)
@@ -73,7 +75,9 @@ def evaluate_predictions(predictions: pd.DataFrame, prevalence: float, prevalenc
     summary = M.calibration_summary(val.logit, y_val, test.logit, y_test)
     payload["calibration"] = {"method": "platt", "fitted_on": "val", "slope": slope, "intercept": intercept,
                               **summary}
-    payload["threshold"] = {"value": threshold, "chosen_on": "val", "rule": f"max validation {THRESHOLD_RULE}"}
+    payload["threshold"] = {"value": threshold, "chosen_on": "val",
+                            "rule": "0.5: the validation split holds one class" if one_class
+                            else f"max validation {THRESHOLD_RULE}"}
     val_videos = M.video_level(val, "prob_fake")
     payload["val"] = {"frame": M.binary_metrics(y_val, val.prob_fake, threshold),
                       "video": M.binary_metrics(val_videos.label, val_videos.prob_fake, threshold)}

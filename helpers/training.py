@@ -15,6 +15,9 @@ A run folder holds everything the results notebook reads:
 
 From a shell, which is how multi-GPU and multi-node runs go (DDP cannot run inside a notebook kernel):
     python -m helpers.training --config run.yaml [--set epochs=3 devices=4]
+    python -m helpers.training --set model=vit split_csv=... --dump > run.yaml   # write a run.yaml
+Under SLURM, `srun python -m helpers.training --config run.yaml --set devices=4 num_nodes=2` (one task
+per GPU; Lightning reads the ranks from SLURM's environment): see scripts/slurm/train.sbatch.
 """
 from __future__ import annotations
 
@@ -356,7 +359,7 @@ def fit_and_test(config: dict) -> Path:
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     # Under DDP every rank runs this function; only the first may clear and write the run folder.
-    first_rank = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    first_rank = is_first_rank()
     if first_rank and not config["resume"] and run_dir.exists():
         clear_run_dir(run_dir)  # a fresh run: stale checkpoints would otherwise be mixed in
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -441,6 +444,13 @@ def fit_and_test(config: dict) -> Path:
     return run_dir
 
 
+def is_first_rank() -> bool:
+    """Rank 0 of a DDP job, before Lightning has set anything up: Lightning's own launcher sets LOCAL_RANK and
+    NODE_RANK for the processes it starts, srun sets SLURM_PROCID for every task."""
+    env = os.environ
+    return env.get("LOCAL_RANK", "0") == "0" and env.get("NODE_RANK", "0") == "0" and env.get("SLURM_PROCID", "0") == "0"
+
+
 def clear_run_dir(run_dir: Path) -> None:
     """Empty a run folder for a fresh run, keeping run.yaml (the settings a DDP subprocess was started with)."""
     for item in run_dir.iterdir():
@@ -491,12 +501,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.training", description="Train and test one detector.")
     parser.add_argument("--config", type=Path, help="YAML file of settings (see helpers.training.DEFAULTS)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override settings")
+    parser.add_argument("--dump", action="store_true",
+                        help="print the resolved settings as YAML (a run.yaml for --config) and exit")
     args = parser.parse_args(argv)
     try:
         config = make_config(**read_settings(args.config, args.set))
     except (OSError, ValueError, yaml.YAMLError) as err:
         print(f"training: {err}", file=sys.stderr)
         return 2
+    if args.dump:
+        print(yaml.safe_dump(config, sort_keys=True), end="")
+        return 0
     run_dir = fit_and_test(config)
     print(run_dir)
     return 0

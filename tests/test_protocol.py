@@ -96,3 +96,13 @@ def test_a_run_without_a_validation_auc_cannot_be_chosen():
     run = results.Run(Path("old"), {"run_name": "old"}, pd.DataFrame(), pd.DataFrame(), {"frame": {}})
     with pytest.raises(ValueError, match="validation AUC"):
         results.best_run([run])
+
+
+def test_one_class_validation_and_test_splits_give_undefined_auc_not_a_crash():
+    # a real-data smoke run (six DFDC clips) can leave a split with fakes only
+    rng = np.random.default_rng(3)
+    held = _dfdc_like(4, rng).assign(split=lambda d: np.where(np.arange(len(d)) < 12, "val", "test"))
+    held = held[held.label == "FAKE"]
+    _, payload = protocol.evaluate_predictions(held, 0.8, n_boot=20)
+    assert payload["threshold"]["value"] == 0.5 and "one class" in payload["threshold"]["rule"]
+    assert payload["frame"]["auc"]["value"] is None or np.isnan(payload["frame"]["auc"]["value"])
