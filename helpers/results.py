@@ -199,16 +199,41 @@ def best_run(runs: list[Run], level: str = "frame") -> Run:
     """
     if not runs:
         raise ValueError("no finished runs: train with notebooks 04-06 first")
-    scored = [r for r in runs if np.isfinite(r.val_auc)]
+    # The shortcut baseline (helpers.shortcut) is a yardstick for the networks, not a candidate.
+    scored = [r for r in runs if np.isfinite(r.val_auc) and not is_baseline(r)]
     if not scored:
         raise ValueError("no run records a validation AUC: re-train with the current helpers.training")
     return max(scored, key=lambda r: r.val_auc)
 
 
+def is_baseline(run: Run) -> bool:
+    """A baseline run (the shortcut's logistic regression), listed beside the networks but never chosen."""
+    return run.config.get("model") == "shortcut"
+
+
+def shortcut_note(runs: list[Run], level: str = "video") -> str | None:
+    """What the shortcut baseline says about the dataset, beside the chosen network (None without one)."""
+    shortcut = [r for r in runs if is_baseline(r)]
+    if not shortcut or len(shortcut) == len(runs):
+        return None
+    base, best = shortcut[0], best_run(runs)
+    b, m = base.metrics[level]["auc"], best.metrics[level]["auc"]
+    if b.get("value") is None or m.get("value") is None:
+        return None
+    gap = m["value"] - b["value"]
+    verdict = ("so the networks learned more than these statistics can tell" if gap >= 0.10 else
+               "so much of what the networks detect may be a shortcut in the data (colour, sharpness, "
+               "compression, face size or position) rather than the manipulation itself")
+    return (f"The shortcut baseline (logistic regression on per-face colour, sharpness, JPEG quality and face box "
+            f"statistics, chosen on validation like the networks) reaches {level}-level test AUC {fmt_interval(b)}, "
+            f"{gap:+.3f} from the chosen network's {fmt_interval(m)}: {verdict}.")
+
+
 def choice_note(runs: list[Run]) -> str:
     """One sentence saying which run was chosen and how."""
     best = best_run(runs)
-    return (f"The chosen model is {best.name}: the highest validation AUC ({best.val_auc:.3f}) of {len(runs)} runs; "
+    n = sum(not is_baseline(r) for r in runs)
+    return (f"The chosen model is {best.name}: the highest validation AUC ({best.val_auc:.3f}) of {n} networks; "
             f"its decision threshold ({best.threshold:.3f}) and calibration were fitted on validation too, "
             "and no choice looked at the test split.")
 
@@ -311,7 +336,7 @@ def explainable_runs(runs: list[Run]) -> list[Run]:
     """The full-face run of each model chosen on validation: the ones whose heatmaps the report shows."""
     by_model: dict[str, list[Run]] = {}
     for run in runs:
-        if run.config.get("variant") == "full":
+        if run.config.get("variant") == "full" and (run.path / "model.pt").is_file():
             by_model.setdefault(run.config.get("model"), []).append(run)
     return [best_run(group) for _, group in sorted(by_model.items())]
 
@@ -344,8 +369,9 @@ def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
     frame, video = best.metrics["frame"], best.metrics["video"]
     base = best.metrics["baseline"]["frame"]
     unit = (best.metrics.get("interval") or {}).get("unit", "video")
+    networks = [r for r in runs if not is_baseline(r)]
     text = [
-        f"{len(runs)} runs were trained; the one reported here, {best.name}, was chosen by its validation AUC "
+        f"{len(networks)} networks were trained; the one reported here, {best.name}, was chosen by its validation AUC "
         f"({best.val_auc:.3f}), with its threshold and calibration fitted on validation too.",
         f"On {video['n']['value']} test videos ({frame['n']['value']} faces) it reaches video-level AUC "
         f"{fmt_interval(video['auc'])} and face-level AUC {fmt_interval(frame['auc'])}, balanced accuracy "
@@ -356,10 +382,13 @@ def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
     ]
     if at_chance(best):
         text.append(f"Its video-level AUC interval includes 0.5: the chosen model is not distinguishable from chance.")
-    below = [r.name for r in runs if at_chance(r)]
+    below = [r.name for r in networks if at_chance(r)]
     if below:
-        text.append(f"{len(below)} of {len(runs)} runs are not distinguishable from chance (video-level AUC interval "
+        text.append(f"{len(below)} of {len(networks)} networks are not distinguishable from chance (video-level AUC interval "
                     "includes 0.5): " + ", ".join(below) + ".")
+    note = shortcut_note(runs)
+    if note:
+        text.append(note)
     if crop_table is not None and "Verdict" in crop_table.columns:
         verdicts = "; ".join(f"{model}: {verdict}" for model, verdict in zip(crop_table["Model"], crop_table["Verdict"]))
         text.append(f"Crop study (full face vs eyes + lower face, paired group bootstrap on the same test faces): "
