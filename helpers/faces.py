@@ -354,14 +354,14 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not data:
         raise ValueError(f"{path}: the file is empty (0 bytes)")
-    # IMREAD_COLOR applies the EXIF orientation (IMREAD_UNCHANGED would not) and scales 16 bits to 8.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: cannot be decoded as an image (empty, corrupt or not an image)")
     if data[:2] == b"\xff\xd8" and not jpeg_is_complete(data):
         raise ValueError(f"{path}: the JPEG is truncated (it ends before its end-of-image marker); copy it again")
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND") == -1:
         raise ValueError(f"{path}: the PNG is truncated (no IEND chunk); copy it again")
+    # IMREAD_COLOR applies the EXIF orientation (IMREAD_UNCHANGED would not) and scales 16 bits to 8.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: cannot be decoded as an image (corrupt, or not an image)")
     return to_rgb(image, channel_order="BGR")
 
 

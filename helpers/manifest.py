@@ -495,7 +495,8 @@ def _as_int(series: pd.Series, column: str, source, in_file: bool = True) -> pd.
     bad = series.notna() & ~whole
     if bad.any():
         first = bad.idxmax()
-        raise ManifestError(f"{source}: column {column!r} must hold whole numbers, but holds {series[first]!r} on "
+        value = series[first].item() if hasattr(series[first], "item") else series[first]
+        raise ManifestError(f"{source}: column {column!r} must hold whole numbers, but holds {value!r} on "
                             f"{_where(first, in_file)} ({int(bad.sum())} such value(s)); fix or remove those rows")
     return numbers.astype("Int64")
 

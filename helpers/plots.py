@@ -88,11 +88,18 @@ def confidence_histogram(faces: pd.DataFrame, threshold: float | None = None):
     return fig
 
 
-def faces_with_landmarks(faces: pd.DataFrame, face_size: int, n: int = 12, ncols: int = 6):
-    """Face crops with their five landmarks and the eyes / lower-face bands drawn on."""
-    from helpers.faces import crop_landmarks, region_boxes  # noqa: PLC0415
+def faces_with_landmarks(faces: pd.DataFrame, settings, n: int = 12, ncols: int = 6):
+    """Face crops with their five landmarks and the eyes / lower-face bands drawn on.
+
+    `settings`: where the crop size comes from: the faces stage's OUT_DIR (or its faces.csv or
+    settings.json), a dict from faces.read_settings, or the crop side in pixels.
+    """
+    from helpers.faces import crop_landmarks, read_settings, region_boxes  # noqa: PLC0415
     from matplotlib.patches import Rectangle  # noqa: PLC0415
 
+    if isinstance(settings, (str, Path)):
+        settings = read_settings(settings)
+    face_size = int(settings["face_size"]) if isinstance(settings, dict) else int(settings)
     rows = faces[faces.status == "ok"].head(n)
     fig = image_grid(list(rows.face_path), [f"{v} {l} {c:.3f}" for v, l, c in zip(rows.video_id, rows.label, rows.confidence)],
                      ncols=ncols)

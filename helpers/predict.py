@@ -122,9 +122,11 @@ def load_run_model(run_dir: Path):
     try:
         return load_model(run_dir)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"{path} was refused: it holds Python objects besides tensors and plain settings "
-                         f"({str(err).splitlines()[-1].strip()[:160]}), and loading those could run code. Use a "
-                         "model.pt that helpers.training wrote") from None
+        # torch's own advice (load with weights_only=False) would run whatever the file holds: leave it out
+        found = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "nsupported" in line]
+        detail = f" ({found[0][:160]})" if found else ""
+        raise ValueError(f"{path} was refused: it holds Python objects besides tensors and plain settings{detail}, "
+                         "and loading those could run code. Use a model.pt that helpers.training wrote") from None
     except (KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path} holds no model that helpers.training.save_weights wrote ({type(err).__name__}: "
                          f"{err}; it writes state_dict, model, image_size, model_kwargs and variant): {again}") from None

@@ -94,3 +94,73 @@ def test_cli_reports_failure_with_exit_code(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "project_root", lambda: root)
     assert pipeline.main(["--profile", "p"]) == 1
     assert "unknown parameter" in capsys.readouterr().err
+
+
+# --- --set overrides and type checks -------------------------------------------------------------------------
+
+def override_project(tmp_path: Path) -> Path:
+    root = make_project(tmp_path, {
+        "04_vit": ("EPOCHS: int = 8\nLR: float = 0.001\nNAME: str = 'x'", ""),
+        "05_resnet": ("MODEL: str = 'a'\nEPOCHS: int = 4\nSIZES: list = []", ""),
+    })
+    write_profile(root, "p", {"04_vit": {"EPOCHS": 50},
+                              "05_resnet": [{"_run": "resnet50", "MODEL": "resnet50", "EPOCHS": 20},
+                                            {"_run": "resnet101", "MODEL": "resnet101", "EPOCHS": 20}]})
+    return root
+
+
+def params(runs) -> dict:
+    return {r.name: r.parameters for r in runs}
+
+
+def test_set_overrides_a_value_and_every_entry_of_a_list_block(tmp_path):
+    root = override_project(tmp_path)
+    runs = params(pipeline.plan_runs("p", root=root, overrides=["04_vit.EPOCHS=1", "05.EPOCHS=2", "04.LR=0.5",
+                                                                "05.SIZES=[32, 64]"]))
+    assert runs["04_vit"] == {"EPOCHS": 1, "LR": 0.5}
+    assert runs["05_resnet-resnet50"] == {"MODEL": "resnet50", "EPOCHS": 2, "SIZES": [32, 64]}
+    assert runs["05_resnet-resnet101"]["EPOCHS"] == 2
+    assert yaml.safe_load((root / "params" / "p.yaml").read_text())["04_vit"] == {"EPOCHS": 50}  # the file is untouched
+
+
+def test_set_one_entry_by_run_name_or_position(tmp_path):
+    root = override_project(tmp_path)
+    runs = params(pipeline.plan_runs("p", root=root, overrides=["05_resnet[resnet50].EPOCHS=1", "05[1].MODEL=other"]))
+    assert runs["05_resnet-resnet50"]["EPOCHS"] == 1 and runs["05_resnet-resnet101"]["EPOCHS"] == 20
+    assert runs["05_resnet-resnet101"]["MODEL"] == "other"
+
+
+@pytest.mark.parametrize("override, words", [
+    ("04_vit.EPOCH=1", "unknown parameter(s) ['EPOCH']"),
+    ("04_vit.EPOCHS=1.5", "EPOCHS must be a whole number (int), got 1.5 (float)"),
+    ("04_vit.LR='0.1'", "LR must be a number (float)"),
+    ("05_resnet[resnet18].EPOCHS=1", "has no run 'resnet18'; its runs: ['resnet50', 'resnet101']"),
+    ("04_vit[a].EPOCHS=1", "runs once"),
+    ("09.EPOCHS=1", "no notebook matches '09'"),
+    ("EPOCHS=1", "expected NOTEBOOK.PARAM=VALUE"),
+    ("04_vit._run=x", "cannot be overridden"),
+])
+def test_a_bad_override_is_refused_before_anything_runs(tmp_path, override, words):
+    root = override_project(tmp_path)
+    with pytest.raises(pipeline.PipelineError) as err:
+        pipeline.run_pipeline("p", root=root, overrides=[override])
+    assert words in str(err.value)
+    assert not (root / "build").exists()
+
+
+def test_cli_set_reaches_the_notebook(tmp_path, monkeypatch, capsys):
+    root = make_project(tmp_path, {"01_a": ("X: int = 1", "open('x.txt', 'w').write(str(X))")})
+    write_profile(root, "p", {"01_a": {"X": 2}})
+    monkeypatch.setattr(pipeline, "project_root", lambda: root)
+    assert pipeline.main(["--profile", "p", "--set", "01.X=5"]) == 0
+    assert (root / "x.txt").read_text() == "5"
+    assert pipeline.main(["--profile", "p", "--set", "01.X=five"]) == 1
+    assert "X must be a whole number (int), got 'five' (str)" in capsys.readouterr().err
+
+
+def test_the_real_profiles_pass_the_type_checks_and_take_overrides():
+    runs = pipeline.plan_runs("dfdc", only=["04", "05"], root=ROOT,
+                              overrides=["04_vit.EPOCHS=1", "05_resnet[resnet50].IMAGE_SIZE=64"])
+    by_name = {r.name: r.parameters for r in runs}
+    assert by_name["04_vit"]["EPOCHS"] == 1
+    assert by_name["05_resnet-resnet50"]["IMAGE_SIZE"] == 64 and by_name["05_resnet-resnet101"]["IMAGE_SIZE"] == 224

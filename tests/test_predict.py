@@ -164,3 +164,66 @@ def test_dfdc_sample(predictor, shared_data):
     assert [r["path"] for r in results] == [str(v) for v in videos]
     for r in results:
         assert r["status"] == "ok" and r["prob_fake"] is not None and r["n_faces"] >= 1, r
+
+
+# --- the run's face settings, calibration and threshold ----------------------------------------------------------
+
+FACE_SETTINGS = {"face_size": 96, "margin": 1.5, "min_confidence": 0.8, "detect_max_side": 320, "min_face_size": 24,
+                 "scale_factor": 0.6, "keep": "largest", "regions": ["eyes"], "reuse_original_boxes": True,
+                 "jpeg_quality": 90}
+
+
+def test_face_settings_come_from_config_json(tmp_path, predictor):
+    run = make_untrained_run(tmp_path / "run", "meso4", 32, face_settings=FACE_SETTINGS)
+    p = Predictor(run, warm_up=False, threads=2)  # builds its own MTCNN from the face settings
+    assert (p.face_size, p.margin, p.min_confidence, p.jpeg_quality, p.keep) == (96, 1.5, 0.8, 90, "largest")
+    assert (p.detector.detect_max_side, p.detector.min_face_size, p.detector.scale_factor) == (320, 24, 0.6)
+    assert p.face_settings_source.endswith("config.json face_settings")
+    over = Predictor(run, warm_up=False, detector=predictor.detector, margin=1.2, face_size=64)
+    assert (over.margin, over.face_size, over.min_confidence) == (1.2, 64, 0.8)  # arguments win, the rest stays
+
+
+def test_without_face_settings_the_defaults_apply_and_it_says_so(tmp_path, predictor):
+    run = make_untrained_run(tmp_path / "run", "meso4", 32)
+    with pytest.warns(predict.RunNotice, match="has no face_settings.*face_size=224, margin=1.3"):
+        p = Predictor(run, warm_up=False, detector=predictor.detector)
+    assert p.face_settings == predict.DEFAULT_FACE_SETTINGS and p.face_settings_source == "defaults"
+    assert p.threshold == 0.5 and p.platt is None
+
+
+def test_platt_calibration_and_the_threshold_come_from_metrics_json(tmp_path, predictor, inputs):
+    plain = make_untrained_run(tmp_path / "plain", "meso4", 32, face_settings=FACE_SETTINGS)
+    calibrated = make_untrained_run(tmp_path / "calibrated", "meso4", 32, face_settings=FACE_SETTINGS, metrics_json={
+        "calibration": {"method": "platt", "slope": 2.0, "intercept": -1.0}, "threshold": {"value": 0.7}})
+    a = Predictor(plain, warm_up=False, detector=predictor.detector)
+    b = Predictor(calibrated, warm_up=False, detector=predictor.detector)
+    assert b.platt == (2.0, -1.0) and b.threshold == 0.7
+    np.testing.assert_allclose(b.probabilities(np.array([0.0, 0.5])), 1 / (1 + np.exp(-np.array([-1.0, 0.0]))))
+    ra, rb = a.predict_path(inputs / "face.jpg"), b.predict_path(inputs / "face.jpg")
+    assert ra["status"] == rb["status"] == "ok" and ra["n_faces"] == rb["n_faces"] == 1
+    logit = np.log(ra["prob_fake"] / (1 - ra["prob_fake"]))
+    assert rb["prob_fake"] == pytest.approx(1 / (1 + np.exp(-(2.0 * logit - 1.0))), rel=1e-6)
+    assert rb["call"] == ("FAKE" if rb["prob_fake"] > 0.7 else "REAL") and rb["threshold"] == 0.7
+    assert ra["call"] == ("FAKE" if ra["prob_fake"] > 0.5 else "REAL")
+
+
+def test_a_video_score_is_the_aggregate_of_its_face_scores(predictor, demo_videos, monkeypatch):
+    from helpers import metrics
+
+    seen = []
+    real = metrics.aggregate_face_scores
+    monkeypatch.setattr(metrics, "aggregate_face_scores", lambda probs: (seen.append(np.asarray(probs)), real(probs))[1])
+    r = predictor.predict_path(sorted(demo_videos.rglob("*.mp4"))[0])
+    assert len(seen) == 1 and len(seen[0]) == r["n_faces"] and r["prob_fake"] == pytest.approx(seen[0].mean())
+
+
+@pytest.mark.parametrize("metrics_json, words", [
+    ({"calibration": {"method": "isotonic"}}, "calibration method 'isotonic' is not supported"),
+    ({"calibration": {"method": "platt", "slope": "a"}}, "needs numeric \"slope\" and \"intercept\""),
+    ({"threshold": {"value": 1.5}}, "threshold.value must be a probability"),
+])
+def test_a_bad_metrics_json_is_named(tmp_path, predictor, metrics_json, words):
+    run = make_untrained_run(tmp_path / "run", "meso4", 32, face_settings=FACE_SETTINGS, metrics_json=metrics_json)
+    with pytest.raises(ValueError, match="metrics.json") as err:
+        Predictor(run, warm_up=False, detector=predictor.detector)
+    assert words in str(err.value)
