@@ -294,14 +294,25 @@ def predict_logits(model: nn.Module, loader, device: torch.device) -> np.ndarray
 
 
 def eval_faces(split_csv: str | Path) -> pd.DataFrame | None:
-    """eval.csv beside split.csv (notebook 03: many frames and every face per held-out video), or None."""
+    """eval.csv beside split.csv (notebook 03: many frames and every face per held-out video), or None.
+
+    A held-out split for which eval.csv has no face at all (its videos' evaluation frames gave no
+    face) takes split.csv's faces of that split instead, so calibration and scoring always have rows.
+    """
     path = Path(split_csv).with_name("eval.csv")
     if not path.is_file():
         return None
     from helpers.splits import read_split  # noqa: PLC0415 - splits imports faces, which is heavy
 
     frame = read_split(path)
-    return frame[frame.split.isin(["val", "test"])].reset_index(drop=True)
+    parts = []
+    for name in ("val", "test"):
+        part = frame[frame.split == name]
+        if part.empty:
+            split = read_split(split_csv)
+            part = split[split.split == name]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def write_predictions(model: nn.Module, data: FaceDataModule, run_dir: Path, device: torch.device,

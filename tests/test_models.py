@@ -131,3 +131,16 @@ def test_vit_records_attention_maps():
         assert attn.shape == (2, 3, tokens, tokens)
         torch.testing.assert_close(attn.sum(-1), torch.ones(2, 3, tokens))
     assert model.blocks[0].attn.last_attention is maps[0]
+
+
+def test_vgg19_has_a_global_pooled_head_by_default_and_the_original_classifier_on_request():
+    pooled = build_model("vgg19", image_size=32)
+    original = build_model("vgg19", image_size=32, head="classifier")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(pooled) < 21e6 < 139e6 < count(original)
+    x = torch.randn(2, 3, 48, 48)
+    assert pooled(x).shape == (2,) and original(x).shape == (2,)
+    with pytest.raises(ValueError, match="head"):
+        build_model("vgg19", head="dense")
+    with pytest.raises(TypeError, match="head"):
+        build_model("resnet50", head="pooled")

@@ -25,6 +25,10 @@ _TORCHVISION = {
 # Keyword arguments each family accepts; anything else is a typo we refuse rather than ignore.
 _VIT_KWARGS = {"size", "patch_size", "dim", "depth", "heads", "mlp_ratio", "dropout", "head_hidden"}
 _MESO_KWARGS = {"dropout"}
+# VGG19's own classifier (fc6/fc7/fc8) is 120 M of its 140 M parameters and, at small inputs, most of its
+# compute; "pooled" (the default) global-average-pools the last conv block into one logit (20 M parameters),
+# the usual way to fine-tune it, and "classifier" keeps the original fully connected layers.
+VGG_HEADS = ("pooled", "classifier")
 
 
 class PretrainedWeightsMissing(RuntimeError):
@@ -57,8 +61,11 @@ def build_model(name: str, image_size: int = 224, pretrained: bool = False, **kw
         _check_kwargs(name, kwargs, _MESO_KWARGS)
         _refuse_pretrained(name, pretrained, "load the authors' weights with helpers.models.load_keras_weights")
         return (Meso4 if name == "meso4" else MesoInception4)(image_size=image_size, **kwargs)
-    _check_kwargs(name, kwargs, set())
-    return _build_torchvision(name, pretrained, allow_download)
+    _check_kwargs(name, kwargs, {"head"} if name == "vgg19" else set())
+    head = kwargs.get("head", "pooled")
+    if head not in VGG_HEADS:
+        raise ValueError(f"vgg19's head must be one of {VGG_HEADS}, got {head!r}")
+    return _build_torchvision(name, pretrained, allow_download, head)
 
 
 def _check_kwargs(name: str, kwargs: dict, allowed: set[str]) -> None:
@@ -75,7 +82,7 @@ def _refuse_pretrained(name: str, pretrained: bool, instead: str) -> None:
         raise ValueError(f"{name} has no pretrained ImageNet weights in this study: build it with pretrained=False ({instead})")
 
 
-def _build_torchvision(name: str, pretrained: bool, allow_download: bool) -> nn.Module:
+def _build_torchvision(name: str, pretrained: bool, allow_download: bool, head: str = "pooled") -> nn.Module:
     """A torchvision classifier with its last layer swapped for a one-logit head."""
     import torchvision  # noqa: PLC0415 - slow to import and only needed here
 
@@ -90,6 +97,9 @@ def _build_torchvision(name: str, pretrained: bool, allow_download: bool) -> nn.
         model.load_state_dict(state)
     if name.startswith("resnet"):
         model.fc = LogitHead(model.fc.in_features)
+    elif head == "pooled":
+        model.avgpool = nn.AdaptiveAvgPool2d(1)
+        model.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), LogitHead(512))
     else:
         model.classifier[-1] = LogitHead(model.classifier[-1].in_features)
     return model
