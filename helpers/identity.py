@@ -37,8 +37,8 @@ tighter than single photos); on the noisy demo 0.60 leaves no identity-disjoint 
 
 Speed (CPU, dlib-bin has neither CUDA nor BLAS): about 12 faces per CPU-second (one 150 px ResNet
 pass each; alignment is ~1 ms), so 100k faces take ~2.3 CPU-hours: `workers` processes scale it
-(16 cores: ~10 min). Clustering 120k videos: chunked products plus a sparse linkage, minutes, a few
-hundred MB per million close pairs.
+(16 cores: ~10 min). Clustering, on synthetic DFDC-sized data (120k videos, 960 people, 7.5M pairs
+within 0.55) on this 2-core machine: radius_pairs 170 s, average linkage 110 s, 2.1 GB peak memory.
 """
 from __future__ import annotations
 
