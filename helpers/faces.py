@@ -429,7 +429,8 @@ def extract_group(task: dict) -> list[dict]:
 
 def face_tasks(frames: pd.DataFrame, settings: dict) -> list[dict]:
     """One task per fake/original group, holding the group's usable frames and a fingerprint of them."""
-    usable = frames[frames.status == "ok"]
+    # one row per frame file, even from a table with a row per face (split.csv, faces.csv with KEEP "all")
+    usable = frames[frames.status == "ok"].drop_duplicates("frame_path")
     groups: dict[str, list[dict]] = {}
     for frame in usable.to_dict("records"):
         frame = {k: (None if pd.isna(v) else v) for k, v in frame.items() if k in FRAME_COLUMNS}

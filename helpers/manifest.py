@@ -428,7 +428,7 @@ def claim_settings(out_dir: Path, stage: str, settings: dict, spec: "ManifestSpe
                 f"They are not reused: choose another OUT_DIR, or rerun with FRESH = True (fresh=True) to delete "
                 f"them and start again")
         return
-    elif (out_dir / spec.name).exists() or any((out_dir / JOURNAL_DIR).glob(f"{stage}*.jsonl")):
+    elif (out_dir / spec.name).exists() or any(p.stat().st_size for p in (out_dir / JOURNAL_DIR).glob(f"{stage}*.jsonl")):
         notice(f"{out_dir} holds {spec.name} or journals without {SETTINGS_FILE} (written before settings were "
                "recorded): their items are redone under this run's settings")
     write_settings(out_dir, stage, settings, spec.written_by, inputs)
@@ -706,8 +706,10 @@ PR_SET_PDEATHSIG = 1
 def die_with_parent(parent_pid: int, interval: float = 1.0, use_prctl: bool = True) -> None:
     """Make this process exit when its parent `parent_pid` dies, even by SIGKILL.
 
-    On Linux the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); everywhere a daemon
-    thread checks every `interval` s that the parent is still ours (an orphan is re-parented).
+    On Linux the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG; strictly, when the
+    parent thread that started this process ends: run_stage starts its workers from the calling thread,
+    which outlives the pool); everywhere a daemon thread checks every `interval` s that the parent is
+    still ours (an orphan is re-parented).
     """
     if use_prctl and sys.platform.startswith("linux"):
         try:
