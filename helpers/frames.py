@@ -333,6 +333,8 @@ def sample_frames(
     max_videos = check_int("MAX_VIDEOS", max_videos, 0)
     workers = worker_count(check_int("WORKERS", workers, 0))
     shard_ = parse_shard(shard)
+    if is_missing(out_dir) or (videos is None and is_missing(videos_dir)):
+        raise ValueError(f"VIDEOS_DIR and OUT_DIR must name folders, got {videos_dir!r} and {out_dir!r}")
     out_dir = Path(out_dir)
     if videos is None:
         found = list_videos(videos_dir)

@@ -688,8 +688,9 @@ def _run_pool(todo, work, record, workers, initializer, initargs) -> None:
                 record(task, future.result())
                 submit_next()
     except BrokenProcessPool:
-        raise RuntimeError("a worker process died (killed, perhaps by the out-of-memory killer): finished items "
-                           "are journaled; run again to resume, with fewer WORKERS if memory is short") from None
+        raise RuntimeError("a worker process died (killed, perhaps by the out-of-memory killer, or its set-up failed: "
+                           "see any traceback above): finished items are journaled; run again to resume, with fewer "
+                           "WORKERS if memory is short") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

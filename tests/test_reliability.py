@@ -645,6 +645,8 @@ def test_14_an_empty_or_wrong_videos_dir_is_refused(tmp_path):
     for folder in ("empty", "wrong"):
         with pytest.raises(ValueError, match="holds no videos .* and no metadata.json"):
             frames.sample_frames(tmp_path / folder, tmp_path / "out", workers=1)
+    with pytest.raises(ValueError, match="VIDEOS_DIR and OUT_DIR must name folders, got ''"):
+        frames.sample_frames("", tmp_path / "out", workers=1)  # Path("") would be the current folder
 
 
 def test_14_negative_max_videos_is_refused(videos, tmp_path):
