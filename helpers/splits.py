@@ -19,7 +19,10 @@ splits. `make_split` runs the whole stage and writes `split.csv` and `split_audi
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -534,8 +537,55 @@ def find_near_duplicates(split: pd.DataFrame, threshold: int = 6, path_column: s
 
 # --- Identity from faces -------------------------------------------------------------------------------
 
+def _stamp(path: str) -> str:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return "absent"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def cached_embeddings(paths: Sequence[str], landmarks, cache: Path | None, progress: bool, margin: float,
+                      workers: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """embed_faces with a cache: crops whose path, size and modification time match the cache are not embedded again.
+
+    dlib embeds about 12 faces per CPU-second, hours for DFDC, so a rerun of notebook 03 (another
+    seed, another fraction) must not pay for it twice. The cache is rewritten atomically.
+    """
+    from helpers import identity  # noqa: PLC0415
+
+    paths = [str(p) for p in paths]
+    stamps = [_stamp(p) for p in paths]
+    out = np.full((len(paths), identity.DIM), np.nan, dtype=np.float32)
+    known: dict[tuple[str, str], np.ndarray] = {}
+    if cache is not None and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as saved:
+                known = {(p, s): e for p, s, e in zip(saved["paths"], saved["stamps"], saved["embeddings"])}
+        except (OSError, ValueError, KeyError):
+            known = {}  # a broken cache is only a lost speed-up
+    todo = [i for i, key in enumerate(zip(paths, stamps)) if key not in known]
+    for i, key in enumerate(zip(paths, stamps)):
+        if key in known:
+            out[i] = known[key]
+    failed: list[tuple[int, str]] = []
+    if todo:
+        marks = None if landmarks is None else np.asarray(landmarks)[todo]
+        fresh, failed_todo = identity.embed_faces([paths[i] for i in todo], marks, progress=progress, margin=margin,
+                                                  workers=workers)
+        out[todo] = fresh
+        failed = [(todo[j], reason) for j, reason in failed_todo]
+    if cache is not None and todo:
+        ok = np.isfinite(out).all(axis=1)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f".{cache.stem}.{os.getpid()}.npz")
+        np.savez(partial, paths=np.array(paths)[ok], stamps=np.array(stamps)[ok], embeddings=out[ok])
+        partial.replace(cache)
+    return out, failed
+
+
 def embed_identities(faces: pd.DataFrame, threshold: float, margin: float = 1.3, progress: bool = True,
-                     workers: int = 1) -> tuple[pd.Series, pd.DataFrame, dict]:
+                     workers: int = 1, cache: Path | None = None) -> tuple[pd.Series, pd.DataFrame, dict]:
     """Face-embedding identity clusters of the usable faces' videos: (cluster per video_id, video embeddings, info).
 
     Every face crop gets a dlib descriptor (helpers.identity), each video the mean of its faces', and
@@ -551,8 +601,7 @@ def embed_identities(faces: pd.DataFrame, threshold: float, margin: float = 1.3,
         landmarks = identity.landmark_fractions(usable)
     except KeyError:  # a hand-made faces.csv without landmarks: place the face from the crop geometry
         landmarks = None
-    embeddings, failed = identity.embed_faces(usable.face_path.tolist(), landmarks, progress=progress, margin=margin,
-                                              workers=workers)
+    embeddings, failed = cached_embeddings(usable.face_path.tolist(), landmarks, cache, progress, margin, workers)
     videos = identity.video_embeddings(usable, embeddings)
     labels = identity.cluster_identities(videos, threshold)
     clusters = pd.Series([f"face-cluster-{c}" for c in labels], index=pd.Index(videos.video_id, name="video_id"),
@@ -599,7 +648,11 @@ def _detect_frames(frames: pd.DataFrame, out_dir: Path, face_settings: dict, kee
     kwargs = {k: v for k, v in face_settings.items() if k != "reuse_original_boxes"}
     if keep:
         kwargs["keep"] = keep
-    return _fresh_if_changed(F.extract_faces, frames_csv, out_dir, reuse_original_boxes=False, workers=workers, **kwargs)
+    # In a child process: TensorFlow (MTCNN) loaded next to torch in one process can segfault (libtriton),
+    # and this notebook's kernel goes on to train the shortcut baseline with torch.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_fresh_if_changed, F.extract_faces, frames_csv, out_dir, reuse_original_boxes=False,
+                           workers=workers, **kwargs).result()
 
 
 def _fresh_if_changed(stage, *args, **kwargs):
@@ -724,7 +777,8 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
     embedding_info, videos = None, None
     if embedding_threshold:
         clusters, videos, embedding_info = embed_identities(faces, embedding_threshold,
-                                                        float(face_settings.get("margin", 1.3)), progress, workers)
+                                                            float(face_settings.get("margin", 1.3)), progress, workers,
+                                                            Path(out_dir) / "face_embeddings.npz")
         groups_without = int(group_videos(faces[faces.status == "ok"], columns, name_pattern).nunique())
         faces[FACE_CLUSTER_COLUMN] = faces.video_id.map(clusters)
         columns.append(FACE_CLUSTER_COLUMN)
