@@ -23,6 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PORTRAIT_PX = 120
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread here: torch loaded before OMP_WAIT_POLICY=PASSIVE (as pytest does) spins its idle
+    OpenMP threads, and beside TensorFlow's threads on 2 cores that made the parity tests 3-5x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def detector() -> mt.TorchMTCNNDetector:
     return mt.TorchMTCNNDetector(detect_max_side=0, device="cpu")
@@ -128,6 +138,28 @@ def test_square_and_regression_follow_mtcnn():
     np.testing.assert_allclose(mt.to_square(rows)[0, 1:5].numpy(), [0, 20, 40, 60])
     moved = mt.regress(rows, torch.tensor([[0.1, 0.0, -0.1, 0.5]], dtype=torch.float64))
     np.testing.assert_allclose(moved[0, 1:5].numpy(), [12.1, 20, 27.9, 80.5])  # offsets x (w + 1, h + 1)
+
+
+class FixedONet(torch.nn.Module):
+    """ONet's outputs fixed: offsets (0.1, 0, 0, -0.2), every landmark at (0.25, 0.5) of the box, probability 0.95."""
+
+    def forward(self, x):
+        n = len(x)
+        marks = torch.tensor([0.25] * 5 + [0.5] * 5).repeat(n, 1)
+        return torch.tensor([[0.1, 0.0, 0.0, -0.2]]).repeat(n, 1), marks, torch.full((n,), 0.95)
+
+
+def test_onet_places_landmarks_in_the_box_it_saw_and_boxes_are_fitted(detector, monkeypatch):
+    rows = torch.tensor([[0, -10, 20, 29, 59, 0.8]])  # a 40 px box (w + 1 = 40) running past the left border
+    monkeypatch.setattr(detector, "onet", FixedONet())
+    monkeypatch.setattr(detector, "stage_pnet", lambda *args: rows)
+    monkeypatch.setattr(detector, "stage_rnet", lambda images, r: r)
+    [[face]] = detector.detect_batch([np.zeros((100, 120, 3), np.uint8)], 20)
+    # adjust_landmarks: (w + 1) x fraction + x1 - 1, on the box before ONet's regression
+    np.testing.assert_allclose(face.landmarks, [[-10 + 40 * 0.25 - 1, 20 + 40 * 0.5 - 1]] * 5)
+    # regressed by (w + 1, h + 1) x offsets, then fitted to the image (x1 = -6 -> 0); landmarks are not
+    np.testing.assert_allclose(face.box, [0, 20, 29, 59 - 8 - 20])
+    assert face.confidence == pytest.approx(0.95)
 
 
 # --- NMS --------------------------------------------------------------------------------------------
