@@ -37,9 +37,9 @@ THRESHOLDS = (0.6, 0.7, 0.8)  # mtcnn's PNet, RNet and ONet defaults
 NMS_PNET_LEVEL, NMS_PNET, NMS_RNET, NMS_ONET = 0.5, 0.7, 0.7, 0.7
 MIN_SIZE = 12  # PNet's window
 MAX_PATCHES = 4096  # R-/O-net patches per forward pass: bounds memory on long batches
-# Pixels per PNet pass. On the CPU PNet's feature maps should stay in cache: one or two 640 x 360
-# frames per pass ran 2x faster per frame than eight (bench/face_extraction.py); a GPU wants big passes.
 NMS_MATRIX_ROWS = 2048  # up to this many boxes, NMS runs on one all-pairs matrix instead of image by image
+# Pixels per PNet pass. On the CPU PNet's feature maps should stay in cache: one or two 640 x 360
+# frames per pass ran 2x faster per frame than eight (see bench/README.md); a GPU wants big passes.
 PNET_PIXELS = {"cpu": 2 ** 19, "cuda": 2 ** 26}
 
 
