@@ -33,11 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import sys
 import time
 import warnings
-import zipfile
 from pathlib import Path
 
 # Before torch loads OpenMP (no effect once it has): idle OpenMP threads otherwise spin, and on a machine
@@ -109,32 +107,8 @@ def expand_paths(paths) -> list[Path]:
 
 
 def load_run_model(run_dir: Path):
-    """A run's model and saved settings (training.load_model), with a clear error for a bad model.pt."""
-    path = run_dir / "model.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a finished training run?")
-    again = "retrain the run or copy model.pt again"
-    if path.is_dir() or path.stat().st_size == 0:
-        raise ValueError(f"{path} is {'a folder' if path.is_dir() else 'empty (0 bytes)'}: {again}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a checkpoint torch.save wrote (not a zip archive: truncated, corrupt or "
-                         f"another kind of file): {again}")
-    try:
-        return load_model(run_dir)
-    except pickle.UnpicklingError as err:
-        # torch's own advice (load with weights_only=False) would run whatever the file holds: leave it out
-        found = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "nsupported" in line]
-        detail = f" ({found[0][:160]})" if found else ""
-        raise ValueError(f"{path} was refused: it holds Python objects besides tensors and plain settings{detail}, "
-                         "and loading those could run code. Use a model.pt that helpers.training wrote") from None
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path} holds no model that helpers.training.save_weights wrote ({type(err).__name__}: "
-                         f"{err}; it writes state_dict, model, image_size, model_kwargs and variant): {again}") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        text = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        if "state_dict" in str(err) or "size mismatch" in str(err):
-            raise ValueError(f"{path}: its weights do not fit the model it names ({text}): {again}") from None
-        raise ValueError(f"{path} cannot be loaded ({text}): {again}") from None
+    """A run's model and saved settings, with a clear error for a bad model.pt (training.load_model checks it)."""
+    return load_model(run_dir)
 
 
 def read_run_json(run_dir: Path, name: str) -> dict:

@@ -173,7 +173,10 @@ def leaderboard(runs: list[Run], level: str = "frame") -> pd.DataFrame:
     The order and the `chosen` mark come from validation only; every run's test numbers are shown.
     """
     rows = []
-    chosen = best_run(runs).name if runs else None
+    try:
+        chosen = best_run(runs).name
+    except ValueError:  # no network among the runs (the shortcut baseline alone, say): nothing is chosen
+        chosen = None
     for run in runs:
         m = run.metrics[level]
         rows.append({"run": run.name, "model": run.config.get("model"), "variant": run.config.get("variant"),

@@ -228,9 +228,9 @@ def _parts(split: pd.DataFrame, split_csv: Path) -> dict[str, pd.DataFrame]:
         labels = set(part.label)
         if not len(part):
             raise ValueError(f"{split_csv} has no {name} rows: check the fractions in notebook 03")
-        if name != "test" and labels != {"REAL", "FAKE"}:
-            raise ValueError(f"{split_csv}: the {name} split holds only {sorted(labels)} faces; fitting and "
-                             "choosing C need both REAL and FAKE (check notebook 03's split)")
+        if name == "train" and labels != {"REAL", "FAKE"}:
+            raise ValueError(f"{split_csv}: the train split holds only {sorted(labels)} faces; fitting needs both "
+                             "REAL and FAKE (check notebook 03's split)")
         parts[name] = part
     return parts
 
@@ -283,7 +283,9 @@ def fit_and_test(split_csv: str | Path, out_dir: str | Path, run_name: str = "sh
 
     y = {name: M.labels_to_int(part.label) for name, part in parts.items()}
     x = {name: features[name][columns].to_numpy() for name in ("train", "val")}
-    grid = C_GRID if C is None else (float(C),)
+    one_class_val = len(set(y["val"].tolist())) < 2
+    # A validation split with one class ranks nothing: C stays at 1 (said in config.json's C_chosen_by).
+    grid = (1.0,) if one_class_val and C is None else C_GRID if C is None else (float(C),)
     # C is chosen on split.csv's val faces, the set the networks choose their epoch on; test is never looked at.
     chosen, search, model = choose_C(x["train"], y["train"], x["val"], y["val"], grid, seed)
 
@@ -300,7 +302,8 @@ def fit_and_test(split_csv: str | Path, out_dir: str | Path, run_name: str = "sh
     config = {
         "run_name": run_name, "model": "shortcut", "variant": "full", "features": columns,
         "C": chosen, "C_grid": list(grid), "C_search": search,
-        "C_chosen_by": "given" if C is not None else "max validation AUC on split.csv's val faces (ties: smallest C)",
+        "C_chosen_by": "given" if C is not None else "fixed at 1: the validation split holds one class"
+        if one_class_val else "max validation AUC on split.csv's val faces (ties: smallest C)",
         "class_weight": CLASS_WEIGHT, "standardised": True, "seed": seed, "n_boot": n_boot,
         "data": {name: {"faces": len(part), "fake": int(y[name].sum()), "real": int((y[name] == 0).sum())}
                  for name, part in parts.items()},

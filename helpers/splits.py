@@ -652,7 +652,7 @@ def _detect_frames(frames: pd.DataFrame, out_dir: Path, face_settings: dict, kee
     # and this notebook's kernel goes on to train the shortcut baseline with torch.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(_fresh_if_changed, F.extract_faces, frames_csv, out_dir, reuse_original_boxes=False,
-                           workers=workers, **kwargs).result()
+                           workers=workers, allow_empty=True, **kwargs).result()
 
 
 def _fresh_if_changed(stage, *args, **kwargs):

@@ -272,13 +272,42 @@ def save_weights(module: DetectorModule, path: Path, config: dict) -> None:
 
 
 def load_model(run_dir: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """The best model of a run, in eval mode, and its saved settings (loaded with weights_only=True)."""
-    path = Path(run_dir) / "model.pt"
+    """The best model of a run, in eval mode, and its saved settings (loaded with weights_only=True).
+
+    A missing, empty, truncated, foreign or malicious model.pt gets a ValueError (FileNotFoundError
+    when absent) that names the file and says what to do; torch's advice to load with
+    weights_only=False, which would run whatever the file holds, is never passed on.
+    """
+    import pickle  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    run_dir = Path(run_dir)
+    path = run_dir / "model.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a finished training run?")
-    saved = torch.load(path, map_location=map_location, weights_only=True)
-    model = build_model(saved["model"], image_size=saved["image_size"], **saved["model_kwargs"])
-    model.load_state_dict(saved["state_dict"])
+    again = "retrain the run or copy model.pt again"
+    if path.is_dir() or path.stat().st_size == 0:
+        raise ValueError(f"{path} is {'a folder' if path.is_dir() else 'empty (0 bytes)'}: {again}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a checkpoint torch.save wrote (not a zip archive: truncated, corrupt or "
+                         f"another kind of file): {again}")
+    try:
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+        model = build_model(saved["model"], image_size=saved["image_size"], **saved["model_kwargs"])
+        model.load_state_dict(saved["state_dict"])
+    except pickle.UnpicklingError as err:
+        found = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "nsupported" in line]
+        detail = f" ({found[0][:160]})" if found else ""
+        raise ValueError(f"{path} was refused: it holds Python objects besides tensors and plain settings{detail}, "
+                         "and loading those could run code. Use a model.pt that helpers.training wrote") from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} holds no model that helpers.training.save_weights wrote ({type(err).__name__}: "
+                         f"{err}; it writes state_dict, model, image_size, model_kwargs and variant): {again}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        text = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        if "state_dict" in str(err) or "size mismatch" in str(err):
+            raise ValueError(f"{path}: its weights do not fit the model it names ({text}): {again}") from None
+        raise ValueError(f"{path} cannot be loaded ({text}): {again}") from None
     return model.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
 
 
