@@ -252,13 +252,16 @@ def test_rerun_replaces_the_run_folder(null_split, tmp_path):
     assert not stale.exists() and (tmp_path / "again" / "metrics.json").is_file()
 
 
-def test_a_split_without_validation_fakes_is_refused(tmp_path):
+def test_a_one_class_validation_split_keeps_C_at_1_and_a_one_class_train_split_is_refused(tmp_path):
     split_csv = make_split(tmp_path, "blur", groups=10, frames=1)
     split = pd.read_csv(split_csv)
-    split = split[~((split.split == "val") & (split.label == "FAKE"))]
-    split.to_csv(split_csv, index=False)
-    with pytest.raises(ValueError, match=r"val split holds only \['REAL'\]"):
-        fit_and_test(split_csv, tmp_path / "runs", n_boot=20, progress=False)
+    split[~((split.split == "val") & (split.label == "FAKE"))].to_csv(split_csv, index=False)
+    run = fit_and_test(split_csv, tmp_path / "runs", n_boot=20, progress=False)
+    config = json.loads((run / "config.json").read_text())
+    assert config["C"] == 1.0 and "one class" in config["C_chosen_by"]
+    split[~((split.split == "train") & (split.label == "FAKE"))].to_csv(split_csv, index=False)
+    with pytest.raises(ValueError, match=r"train split holds only \['REAL'\]"):
+        fit_and_test(split_csv, tmp_path / "runs2", n_boot=20, progress=False)
 
 
 # --- the command line ------------------------------------------------------------------------------
