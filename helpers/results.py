@@ -44,8 +44,9 @@ class Run:
     @property
     def val_auc(self) -> float:
         """Validation AUC of the kept epoch (frame level): what chooses "the best" run, never test."""
-        value = ((self.metrics.get("val") or {}).get("frame") or {}).get("auc")
-        if value is None:
+        if "val" in self.metrics:  # None there: validation held one class, AUC is undefined
+            value = (self.metrics["val"].get("frame") or {}).get("auc")
+        else:  # a run written before the protocol recorded validation metrics
             value = self.metrics.get("best_val_auc")
         return float(value) if value is not None else float("nan")
 
@@ -203,8 +204,13 @@ def best_run(runs: list[Run], level: str = "frame") -> Run:
     if not runs:
         raise ValueError("no finished runs: train with notebooks 04-06 first")
     # The shortcut baseline (helpers.shortcut) is a yardstick for the networks, not a candidate.
-    scored = [r for r in runs if np.isfinite(r.val_auc) and not is_baseline(r)]
+    networks = [r for r in runs if not is_baseline(r)]
+    if not networks:
+        raise ValueError("no network among the runs (only baselines): train with notebooks 04-06 first")
+    scored = [r for r in networks if np.isfinite(r.val_auc)]
     if not scored:
+        if all("val" in r.metrics for r in networks):
+            return networks[0]  # validation held one class: nothing can be chosen on it (choice_note says so)
         raise ValueError("no run records a validation AUC: re-train with the current helpers.training")
     return max(scored, key=lambda r: r.val_auc)
 
@@ -236,6 +242,9 @@ def choice_note(runs: list[Run]) -> str:
     """One sentence saying which run was chosen and how."""
     best = best_run(runs)
     n = sum(not is_baseline(r) for r in runs)
+    if not np.isfinite(best.val_auc):
+        return (f"No model could be chosen on validation: its split holds one class, so no validation AUC exists; "
+                f"{best.name}, the first of {n} networks, is shown. Do not read its numbers as the study's best.")
     return (f"The chosen model is {best.name}: the highest validation AUC ({best.val_auc:.3f}) of {n} networks; "
             f"its decision threshold ({best.threshold:.3f}) and calibration were fitted on validation too, "
             "and no choice looked at the test split.")
@@ -372,14 +381,16 @@ def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
     frame, video = best.metrics["frame"], best.metrics["video"]
     base = best.metrics["baseline"]["frame"]
     unit = (best.metrics.get("interval") or {}).get("unit", "video")
+    unit = {"group": "identity groups", "video": "videos", "video_id": "videos"}.get(unit, f"{unit} groups")
     networks = [r for r in runs if not is_baseline(r)]
     text = [
-        f"{len(networks)} networks were trained; the one reported here, {best.name}, was chosen by its validation AUC "
-        f"({best.val_auc:.3f}), with its threshold and calibration fitted on validation too.",
+        (f"{len(networks)} networks were trained; the one reported here, {best.name}, was chosen by its validation AUC "
+         f"({best.val_auc:.3f}), with its threshold and calibration fitted on validation too."
+         if np.isfinite(best.val_auc) else choice_note(runs)),
         f"On {video['n']['value']} test videos ({frame['n']['value']} faces) it reaches video-level AUC "
         f"{fmt_interval(video['auc'])} and face-level AUC {fmt_interval(frame['auc'])}, balanced accuracy "
         f"{fmt_interval(frame['balanced_accuracy'])} and calibrated log loss {fmt_interval(frame['log_loss'])} "
-        f"(95% intervals resampling {unit} groups, which keep each identity's videos together).",
+        f"(95% intervals resampling whole {unit}).",
         f"Always answering the commoner class would score accuracy {base['accuracy']:.3f} "
         f"(balanced accuracy 0.5, AUC 0.5); the chosen run's accuracy is {fmt_interval(frame['accuracy'])}.",
     ]
