@@ -25,9 +25,11 @@ non-faces and are never used).
 - All randomness comes from Generators seeded by (seed, purpose, identity, ...): the same arguments
   give byte-identical files, in any order and with any number of workers.
 
-Defaults (98 identities with landmarks, 2 REAL videos each, 5 fakes per REAL, 16 frames of 160 px):
-1176 videos, 196 REAL and 980 FAKE (83.3 % FAKE, DFDC's share), each recipe on 196 fakes (20 %),
-49 identity groups (pairs) of 24 videos each, 33 parts, 21 MB. MTCNN as notebook 02 runs it
+Defaults (98 identities with landmarks, 1 REAL video each, 5 fakes per REAL, 16 frames of 160 px):
+588 videos, 98 REAL and 490 FAKE (83.3 % FAKE, DFDC's share), each recipe on 98 fakes (20 %), 49
+identity groups (pairs) of 12 videos each; a 20% test split holds about 118 videos. With
+`reals_per_identity=2` (two scenes per actor, as DFDC's actors recur): 1176 videos, 49 groups of
+24 videos. Measured on the 1176-video build, MTCNN as notebook 02 runs it
 (helpers.faces.FaceDetector, detect_max_side=0, confidence >= 0.9), on all 18816 frames, finds a face
 on 97.9 % of REAL frames and 96.8 % of FAKE ones (easiest 92.9 %, easy 96.6 %, medium 97.5 %,
 hard 98.6 %, hardest 98.3 %; at any confidence 99.3 % and 98.5 %). The build takes 28 s (23 CPU-s:
@@ -412,7 +414,7 @@ def recipe_order(seed: int, identity: int, original: int, fakes: int) -> list[st
 
 
 def plan_videos(landmarks: dict[int, np.ndarray | None], identities: int, seed: int, fakes_per_real: int = 5,
-                part_size: int = 40, reals_per_identity: int = 2) -> tuple[list[dict], int]:
+                part_size: int = 40, reals_per_identity: int = 1) -> tuple[list[dict], int]:
     """One record per video (each REAL, then its fakes) and the number of LFW faces skipped on the way."""
     usable = [i for i in range(N_FACES) if landmarks.get(i) is not None][:identities]
     if not usable:
@@ -540,7 +542,7 @@ def _render_original(group: list[dict], out_dir: Path, grey: np.ndarray, landmar
 
 
 def make_demo_dataset(out_dir: str | Path, identities: int = 100, seed: int = 0, frames: int = 16, size: int = 160,
-                      fps: float = 10.0, fakes_per_real: int = 5, reals_per_identity: int = 2, part_size: int = 40,
+                      fps: float = 10.0, fakes_per_real: int = 5, reals_per_identity: int = 1, part_size: int = 40,
                       workers: int = 0, detector=None, progress: bool = True) -> pd.DataFrame:
     """Build (or reuse) the demo dataset in `out_dir`; returns `videos.csv`, one row per video.
 
@@ -629,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=16, help="frames per video")
     parser.add_argument("--size", type=int, default=160, help="frame side in pixels (square frames)")
     parser.add_argument("--fps", type=float, default=10.0, help="frames per second written to the files")
-    parser.add_argument("--reals-per-identity", type=int, default=2, help="REAL videos of each identity")
+    parser.add_argument("--reals-per-identity", type=int, default=1, help="REAL videos of each identity")
     parser.add_argument("--fakes-per-real", type=int, default=5, help="fakes made from each REAL video")
     parser.add_argument("--workers", type=int, default=0, help="rendering threads (0 = one per core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

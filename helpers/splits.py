@@ -584,8 +584,12 @@ def cached_embeddings(paths: Sequence[str], landmarks, cache: Path | None, progr
     return out, failed
 
 
+EMBED_FACES_PER_VIDEO = 2  # a video's identity from at most this many of its faces (dlib: ~12 faces per CPU-second)
+
+
 def embed_identities(faces: pd.DataFrame, threshold: float, margin: float = 1.3, progress: bool = True,
-                     workers: int = 1, cache: Path | None = None) -> tuple[pd.Series, pd.DataFrame, dict]:
+                     workers: int = 1, cache: Path | None = None,
+                     per_video: int = EMBED_FACES_PER_VIDEO) -> tuple[pd.Series, pd.DataFrame, dict]:
     """Face-embedding identity clusters of the usable faces' videos: (cluster per video_id, video embeddings, info).
 
     Every face crop gets a dlib descriptor (helpers.identity), each video the mean of its faces', and
@@ -596,6 +600,10 @@ def embed_identities(faces: pd.DataFrame, threshold: float, margin: float = 1.3,
     from helpers import identity  # noqa: PLC0415 - dlib is loaded only when embeddings are asked for
 
     usable = faces[faces.status == "ok"] if "status" in faces else faces
+    if per_video:
+        # the first faces of each video by frame; the video's descriptor is their mean, so a few suffice
+        order = [c for c in ("video_id", "frame_index", "face_index") if c in usable.columns]
+        usable = usable.sort_values(order, kind="stable").groupby("video_id", sort=False).head(per_video)
     usable = usable.reset_index(drop=True)
     try:
         landmarks = identity.landmark_fractions(usable)
@@ -608,7 +616,7 @@ def embed_identities(faces: pd.DataFrame, threshold: float, margin: float = 1.3,
                          name=FACE_CLUSTER_COLUMN)
     info = {"method": "dlib ResNet face descriptors (face-recognition-models), mean per video, average linkage",
             "threshold": float(threshold), **identity.cluster_summary(labels),
-            "faces_embedded": int(len(usable) - len(failed)),
+            "faces_embedded": int(len(usable) - len(failed)), "faces_per_video_at_most": int(per_video) or None,
             "unreadable": {"count": len(failed), "examples": [reason for _, reason in failed[:10]]}}
     return clusters, videos, info
 
