@@ -1,4 +1,10 @@
-"""Face detection with MTCNN (the `mtcnn` package on TensorFlow), face crops and region crops.
+"""Face detection with MTCNN, face crops and region crops.
+
+Two MTCNN backends give the same faces (tests/test_mtcnn_torch.py), chosen by name with `make_detector`
+(notebook 02's DETECTOR): "mtcnn-torch", helpers.mtcnn_torch's PyTorch port of the `mtcnn` package
+(batched, CPU or GPU, 3-4x the TensorFlow path on a CPU: bench/README.md), and "mtcnn-tf", the package
+itself on TensorFlow (`FaceDetector`). TensorFlow is imported only when "mtcnn-tf" is asked for: in this
+venv `import tensorflow` followed by torchvision, torch._dynamo or triton segfaults (tests/test_detectors.py).
 
 Landmarks come in MTCNN's order: left eye, right eye, nose, mouth left, mouth right (image
 coordinates, so the "left eye" is the one on the image's left).
@@ -125,7 +131,7 @@ def mtcnn_min_face(min_side: int, wanted: float, scale_factor: float) -> int:
 
 
 class FaceDetector:
-    """MTCNN that stays quiet, bounds its threads, and detects on a downscaled copy.
+    """MTCNN (the `mtcnn` package, TensorFlow) that stays quiet, bounds its threads, and detects on a downscaled copy.
 
     detect_max_side: the longer side of the copy MTCNN sees (0 = full resolution). A 1080p frame
     shrunk to 640 px shows DFDC faces at 35+ px; note that MTCNN cannot search below 12 px of the copy,
@@ -133,6 +139,8 @@ class FaceDetector:
     min_face_size: the smallest face to search for, in pixels of the full image; larger is faster.
     scale_factor: the ratio between MTCNN's pyramid levels (its default 0.709; 0.6 runs fewer levels).
     """
+
+    name = "mtcnn-tf"
 
     def __init__(self, detect_max_side: int = 640, min_face_size: int = 20, threads: int | None = None,
                  device: str | None = None, scale_factor: float = 0.709):
@@ -181,6 +189,55 @@ class FaceDetector:
 
     def detect_one(self, image: np.ndarray) -> list[Face]:
         return self.detect([image])[0]
+
+
+DETECTORS = ("mtcnn-torch", "mtcnn-tf")
+
+
+def check_detector(name) -> str:
+    """A DETECTOR name from DETECTORS; ValueError listing the choices for anything else."""
+    if name not in DETECTORS:
+        raise ValueError(f"DETECTOR must be one of {', '.join(repr(d) for d in DETECTORS)}, got {name!r}")
+    return name
+
+
+def tf_device(device: str | None) -> str | None:
+    """A torch-style DEVICE ("cpu", "cuda", "cuda:1") as TensorFlow names it ("CPU:0", "GPU:1"); "" = None."""
+    if not device:
+        return None
+    kind, _, index = str(device).partition(":")
+    names = {"cpu": "CPU", "cuda": "GPU", "gpu": "GPU"}
+    return f"{names[kind.lower()]}:{index or 0}" if kind.lower() in names else str(device)
+
+
+def make_detector(name: str, detect_max_side: int = 640, min_face_size: int = 20, scale_factor: float = 0.709,
+                  threads: int | None = None, device: str | None = None):
+    """The MTCNN backend `name` (see DETECTORS) with these settings; both have the same detect(images) -> faces.
+
+    device: torch's name ("cpu", "cuda"; None or "" = cuda when available); for "mtcnn-tf" it becomes
+    TensorFlow's ("CPU:0", "GPU:0"; None = GPU:0 when TensorFlow sees one). Only "mtcnn-tf" imports TensorFlow.
+    """
+    if check_detector(name) == "mtcnn-torch":
+        from helpers.mtcnn_torch import TorchMTCNNDetector  # noqa: PLC0415 - torch only where it is asked for
+
+        return TorchMTCNNDetector(detect_max_side=detect_max_side, min_face_size=min_face_size, threads=threads,
+                                  device=device or None, scale_factor=scale_factor)
+    return FaceDetector(detect_max_side=detect_max_side, min_face_size=min_face_size, threads=threads,
+                        device=tf_device(device), scale_factor=scale_factor)
+
+
+def resolve_device(device: str | None) -> str:
+    """The torch device mtcnn-torch will run on ("" = cuda when available, else cpu); ValueError for a bad one."""
+    import torch  # noqa: PLC0415 - only the torch detector needs it
+
+    try:
+        resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"DEVICE {device!r} is not a torch device ({err}): use \"cpu\", \"cuda\", \"cuda:1\" or \"\"") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"DEVICE {device!r} asks for a GPU, but torch sees no CUDA GPU here: use DEVICE \"\" "
+                         "(cuda when present) or \"cpu\"")
+    return str(resolved)
 
 
 # --- Crops ------------------------------------------------------------------------------------
@@ -306,14 +363,19 @@ SPEC = ManifestSpec(name="faces.csv", written_by=WRITTEN_BY, columns=tuple(COLUM
 FRAME_COLUMNS = ("video_id", "part", "label", "original", "frame_index", "frame_path", "status")
 OUTPUT_FOLDERS = ("faces", *REGIONS)
 
-_detector: FaceDetector | None = None
+_detector = None  # this process's detector (FaceDetector or TorchMTCNNDetector), set by _init_detector
+_built: tuple | None = None  # (its arguments, the detector): a second extract_faces in one process reuses it
 
 
-def _init_detector(detect_max_side: int, threads: int, min_face_size: int = 20, scale_factor: float = 0.709) -> None:
-    global _detector
+def _init_detector(detect_max_side: int, threads: int, min_face_size: int = 20, scale_factor: float = 0.709,
+                   detector: str = "mtcnn-torch", device: str | None = None) -> None:
+    global _detector, _built
     cv2.setNumThreads(1)
-    _detector = FaceDetector(detect_max_side=detect_max_side, threads=threads, min_face_size=min_face_size,
-                             scale_factor=scale_factor)
+    key = (detector, detect_max_side, threads, min_face_size, scale_factor, device)
+    if _built is None or _built[0] != key:
+        _built = (key, make_detector(detector, detect_max_side=detect_max_side, min_face_size=min_face_size,
+                                     scale_factor=scale_factor, threads=threads, device=device))
+    _detector = _built[1]
 
 
 def jpeg_is_complete(data: bytes) -> bool:
@@ -446,7 +508,7 @@ def face_tasks(frames: pd.DataFrame, settings: dict) -> list[dict]:
 
 def face_settings(face_size: int = 224, margin: float = 1.3, min_confidence: float = 0.9, detect_max_side: int = 640,
                   min_face_size: int = 20, scale_factor: float = 0.709, keep: str = "largest", regions=REGIONS,
-                  reuse_original_boxes: bool = True, jpeg_quality: int = 95) -> dict:
+                  reuse_original_boxes: bool = True, jpeg_quality: int = 95, detector: str = "mtcnn-torch") -> dict:
     """The checked settings that shape the crops (what settings.json records); ValueError naming a bad one."""
     if keep not in ("largest", "all"):
         raise ValueError(f"KEEP must be 'largest' or 'all', got {keep!r}")
@@ -469,7 +531,10 @@ def face_settings(face_size: int = 224, margin: float = 1.3, min_confidence: flo
             "keep": keep,
             "regions": [r for r in REGIONS if r in regions],
             "reuse_original_boxes": bool(reuse_original_boxes),
-            "jpeg_quality": check_int("JPEG_QUALITY", jpeg_quality, 1, 100)}
+            "jpeg_quality": check_int("JPEG_QUALITY", jpeg_quality, 1, 100),
+            # The backend is a setting: its faces match the other's only to float noise, and which faces
+            # pass MIN_CONFIDENCE, so which crops exist, may differ at the margin.
+            "detector": check_detector(detector)}
 
 
 def extract_faces(
@@ -487,6 +552,8 @@ def extract_faces(
     workers: int = 1,
     shard: str = "",
     jpeg_quality: int = 95,
+    detector: str = "mtcnn-torch",
+    device: str = "",
     fresh: bool = False,
     allow_empty: bool = False,
 ) -> pd.DataFrame:
@@ -495,18 +562,31 @@ def extract_faces(
     frames_csv: frames.csv from notebook 01, or a DataFrame of frames rows (a subset: only the columns
     in FRAME_COLUMNS are needed), e.g. held-out fakes to detect on themselves with
     `reuse_original_boxes=False` into their own out_dir, with `**read_settings(<02's OUT_DIR>)`.
-    Writes out_dir/settings.json first (the settings above, except workers and shard; see
+    Writes out_dir/settings.json first (the settings above, except workers, shard and device; see
     `read_settings`). Resumable like sample_frames: finished groups are journaled under out_dir/_journal
     and reused only under the same settings and the same frame files; other settings are refused
     (SettingsChanged) unless `fresh`, which deletes this stage's earlier results. Every setting is
     checked before any frame is read; a crop that cannot be written (disk full) stops the stage with an
     OutputError. Raises EmptyStageError when no frame gave a face (after writing faces.csv; `allow_empty`
     or a SHARD only warn).
-    workers: processes, each with its own MTCNN (0 = one per core); TensorFlow's threads are shared out.
+    workers: processes, each with its own MTCNN (0 = one per core); the CPU threads are shared out.
+    detector: the MTCNN backend, "mtcnn-torch" or "mtcnn-tf" (DETECTORS); recorded in settings.json, so
+    results of the other backend are not resumed. device: where mtcnn-torch runs ("cpu", "cuda", "" =
+    cuda when available, else cpu); not a setting, since it moves boxes only by float noise, so a
+    journal made on the CPU is resumed on a GPU. On a GPU one worker does all the work: each worker
+    would hold its own CUDA context, and one process already keeps the GPU busy with whole batches.
     """
     settings = face_settings(face_size, margin, min_confidence, detect_max_side, min_face_size, scale_factor, keep,
-                             regions, reuse_original_boxes, jpeg_quality)
+                             regions, reuse_original_boxes, jpeg_quality, detector)
     workers = worker_count(check_int("WORKERS", workers, 0))
+    if detector == "mtcnn-torch":
+        device = resolve_device(device)
+        if device.startswith("cuda") and workers > 1:
+            notice(f"WORKERS {workers} -> 1: DEVICE {device} runs the torch MTCNN in one process (each worker "
+                   "would hold its own CUDA context; one process keeps the GPU busy with whole batches)")
+            workers = 1
+    else:
+        device = device or None
     shard_ = parse_shard(shard)
     out_dir = Path(out_dir)
     frames = read_frames_manifest(frames_csv, required=FRAME_COLUMNS)
@@ -524,7 +604,7 @@ def extract_faces(
                          settings=settings, spec=SPEC, shard=shard_, workers=workers, desc="extracting faces",
                          initializer=_init_detector,
                          initargs=(settings["detect_max_side"], threads, settings["min_face_size"],
-                                   settings["scale_factor"]),
+                                   settings["scale_factor"], settings["detector"], device),
                          fresh=fresh, outputs=OUTPUT_FOLDERS, inputs=inputs)
     if not (manifest.status == "ok").any():
         counts = manifest.status.value_counts()
@@ -547,12 +627,14 @@ def read_settings(path: str | Path) -> dict:
 
     `path` is the OUT_DIR, its faces.csv or the settings.json itself. The dict holds exactly
     extract_faces's keyword arguments face_size, margin, min_confidence, detect_max_side, min_face_size,
-    scale_factor, keep, regions, reuse_original_boxes and jpeg_quality, so
-    `extract_faces(frames, other_dir, **read_settings(dir))` crops the same way. Raises FileNotFoundError
-    naming the file when it is absent (results from before settings were recorded: rerun notebook 02
-    with FRESH = True).
+    scale_factor, keep, regions, reuse_original_boxes, jpeg_quality and detector (not device: see
+    extract_faces), so `extract_faces(frames, other_dir, **read_settings(dir))` crops the same way. A
+    settings.json from before DETECTOR was recorded says "mtcnn-tf": TensorFlow was the only backend then.
+    Raises FileNotFoundError naming the file when it is absent (results from before settings were
+    recorded: rerun notebook 02 with FRESH = True).
     """
-    return read_settings_record(path, "faces", WRITTEN_BY)["settings"]
+    settings = read_settings_record(path, "faces", WRITTEN_BY)["settings"]
+    return {**settings, "detector": settings.get("detector", "mtcnn-tf")}
 
 
 # --- Summaries for the notebook --------------------------------------------------------------------

@@ -334,6 +334,8 @@ class TorchMTCNNDetector:
     with pnet/rnet/onet.lz4 (None = the mtcnn wheel's).
     """
 
+    name = "mtcnn-torch"
+
     def __init__(self, detect_max_side: int = 640, min_face_size: int = 20, threads: int | None = None,
                  device: str | torch.device | None = None, scale_factor: float = 0.709,
                  thresholds: tuple[float, float, float] = THRESHOLDS, weights: str | Path | None = None):
@@ -380,6 +382,26 @@ class TorchMTCNNDetector:
 
     def detect_one(self, image: np.ndarray) -> list[Face]:
         return self.detect([image])[0]
+
+    def search(self, images: list[np.ndarray], min_face_size: float) -> list[list[Face]]:
+        """Faces in small RGB uint8 crops (equal sizes batched), from `min_face_size` px of the crop up.
+
+        For a search near a face already found (helpers.predict between key frames): no downscaling, and
+        not mtcnn 1.0's cap on min_face_size (faces.mtcnn_min_face), which on a 160 px crop searches down to
+        20 px faces; here the pyramid stops where its levels fall below PNet's 12 px, so a search for faces
+        of 40+ px on a 160 px crop runs a quarter of the PNet pixels.
+        """
+        results: list[list[Face]] = [[] for _ in images]
+        by_shape: dict[tuple, list[int]] = {}
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"search() takes RGB uint8 HxWx3 images (see faces.to_rgb), got {image.dtype} {image.shape}")
+            by_shape.setdefault(image.shape, []).append(i)
+        with torch.inference_mode(), full_float32(self.device):
+            for indices in by_shape.values():
+                for k, faces in enumerate(self.detect_batch([images[i] for i in indices], max(MIN_SIZE, min_face_size))):
+                    results[indices[k]] = sorted(faces, key=lambda f: -f.confidence)
+        return results
 
     # --- the three stages on one batch of equal-size images -----------------------------------------
 

@@ -1,6 +1,6 @@
 """Score videos and images with a trained run: sample frames, find the face, classify, average per input.
 
-    python -m helpers.predict PATH [PATH...] --run RUN_DIR [--frames 32] [--json]
+    python -m helpers.predict PATH [PATH...] --run RUN_DIR [--frames 32] [--detector mtcnn-torch] [--json]
 
 PATH may be a video, an image or a folder; a folder is searched recursively, following symlinked
 sub-folders as frame sampling does (a DFDC-layout folder keeps its videos one level down, in its
@@ -12,8 +12,10 @@ rest). The command exits 1 when no input could be scored, 2 when the run cannot 
 
 Faces are found and cropped as notebook 02 did for the run's training data: the run's
 config.json["face_settings"] (notebook 02's settings.json, copied there by training) gives FACE_SIZE,
-MARGIN, MIN_CONFIDENCE, MIN_FACE_SIZE, DETECT_MAX_SIDE, SCALE_FACTOR, JPEG_QUALITY and KEEP; without
-it predict falls back to its own defaults and says so. The crop is cut to the run's region variant if
+MARGIN, MIN_CONFIDENCE, MIN_FACE_SIZE, DETECT_MAX_SIDE, SCALE_FACTOR, JPEG_QUALITY, KEEP and DETECTOR
+(the MTCNN backend: "mtcnn-torch" where the run does not say, and with it TensorFlow is never imported;
+"mtcnn-tf" is the `mtcnn` package on TensorFlow); without it predict falls back to its own defaults and
+says so. The crop is cut to the run's region variant if
 it has one, fitted to the run's image size and normalised as in training. Each face's logit is
 calibrated with the run's metrics.json["calibration"] (Platt: sigmoid(slope * logit + intercept)) when
 present; a video's prob_fake is `helpers.metrics.aggregate_face_scores` of its faces' probabilities
@@ -48,8 +50,8 @@ import torch  # noqa: E402
 
 from helpers import metrics  # noqa: E402
 from helpers.datasets import VARIANT_COLUMNS, fit_square, to_tensor  # noqa: E402
-from helpers.faces import (Face, FaceDetector, box_iou, crop_regions, read_image, select_faces,  # noqa: E402
-                           shrink_hint, square_crop, to_crop_coords)
+from helpers.faces import (DETECTORS, Face, box_iou, check_detector, crop_regions, make_detector,  # noqa: E402
+                           read_image, select_faces, shrink_hint, square_crop, to_crop_coords)
 from helpers.frames import VIDEO_EXTENSIONS, frame_indices, open_video, read_frames  # noqa: E402
 from helpers.runtime import cpu_count, progress, set_torch_threads  # noqa: E402
 from helpers.training import load_model, predict_logits  # noqa: E402
@@ -58,7 +60,8 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 STATUSES = ("ok", "unreadable", "no_face", "unsupported", "error")
 # What predict uses when a run's config.json has no face_settings (runs trained before they were recorded).
 DEFAULT_FACE_SETTINGS = {"face_size": 224, "margin": 1.3, "min_confidence": 0.9, "min_face_size": 60,
-                         "detect_max_side": 640, "scale_factor": 0.709, "jpeg_quality": 95, "keep": "largest"}
+                         "detect_max_side": 640, "scale_factor": 0.709, "jpeg_quality": 95, "keep": "largest",
+                         "detector": "mtcnn-torch"}
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -68,6 +71,10 @@ class RunNotice(UserWarning):
 # box's longer side, resized to ROI_SIZE px, so the face is ~ROI_SIZE / ROI_MARGIN px for MTCNN.
 ROI_MARGIN = 2.0
 ROI_SIZE = 160
+# The smallest face searched for in that square (mtcnn-torch, whose `search` can start the pyramid there):
+# half the expected size. mtcnn-tf cannot (mtcnn 1.0 would fail, see faces.mtcnn_min_face) and searches
+# down to ~20 px, 4x the PNet pixels.
+ROI_MIN_FACE = ROI_SIZE / ROI_MARGIN / 2
 
 
 def kind_of(path: Path) -> str | None:
@@ -177,7 +184,7 @@ class Predictor:
     """A run's best model and one MTCNN, loaded once, scoring any number of videos and images.
 
     Face settings (face_size, margin, min_confidence, min_face_size, detect_max_side, scale_factor,
-    jpeg_quality, keep) come from run_dir/config.json["face_settings"], the settings notebook 02 cropped
+    jpeg_quality, keep, detector) come from run_dir/config.json["face_settings"], the settings notebook 02 cropped
     the run's training faces with; an argument given here overrides its value; without face_settings
     the DEFAULT_FACE_SETTINGS apply and a RunNotice says so once. `self.face_settings` holds what is
     used and `self.face_settings_source` where it came from. Calibration and threshold come from
@@ -188,14 +195,16 @@ class Predictor:
     for, in input pixels. jpeg_quality: crops pass through JPEG like notebook 02's files (0 = off). The
     run's variant (model.pt's, as training.save_weights wrote it) picks the crop: the face, or its
     eyes/lower/eyes_lower region. threads: CPU threads for torch and TensorFlow (0 = every core).
-    device: torch device (None = cuda when available). A model.pt that cannot be loaded raises
+    device: torch device of the model and of mtcnn-torch (None = cuda when available). detector: a
+    DETECTORS name, or a built detector to share (FaceDetector, TorchMTCNNDetector; the other face
+    settings then do not rebuild it). A model.pt that cannot be loaded raises
     ValueError saying why (empty, truncated, refused as unsafe, not a helpers.training model).
     """
 
     def __init__(self, run_dir: str | Path, frames: int = 32, min_confidence: float | None = None,
                  margin: float | None = None, face_size: int | None = None, detect_max_side: int | None = None,
                  min_face_size: int | None = None, detect_every: int = 4, jpeg_quality: int | None = None,
-                 threads: int = 0, device: str | None = None, detector: FaceDetector | None = None,
+                 threads: int = 0, device: str | None = None, detector=None,
                  warm_up: bool = True, scale_factor: float | None = None, keep: str | None = None):
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -211,7 +220,8 @@ class Predictor:
         self.face_settings, self.face_settings_source = self._face_settings(run_dir, {
             "face_size": face_size, "margin": margin, "min_confidence": min_confidence,
             "min_face_size": min_face_size, "detect_max_side": detect_max_side, "scale_factor": scale_factor,
-            "jpeg_quality": jpeg_quality, "keep": keep})
+            "jpeg_quality": jpeg_quality, "keep": keep,
+            "detector": detector if detector is None or isinstance(detector, str) else getattr(detector, "name", None)})
         self.platt, self.threshold, self.threshold_source = run_calibration(run_dir, read_run_json(run_dir, "metrics.json"))
         self.threads = threads or cpu_count()
         set_torch_threads(self.threads)
@@ -219,8 +229,11 @@ class Predictor:
         self.model.to(self.device)
         model_seconds = time.perf_counter() - started
         fs = self.face_settings
-        self.detector = detector or FaceDetector(detect_max_side=fs["detect_max_side"], min_face_size=fs["min_face_size"],
-                                                 threads=self.threads, scale_factor=fs["scale_factor"])
+        if detector is None or isinstance(detector, str):
+            detector = make_detector(fs["detector"], detect_max_side=fs["detect_max_side"],
+                                     min_face_size=fs["min_face_size"], scale_factor=fs["scale_factor"],
+                                     threads=self.threads, device=str(self.device))
+        self.detector = detector
         self.run_dir, self.frames, self.detect_every = run_dir, int(frames), int(detect_every)
         self.min_confidence, self.margin, self.face_size = float(fs["min_confidence"]), float(fs["margin"]), int(fs["face_size"])
         self.jpeg_quality, self.keep = int(fs["jpeg_quality"]), fs["keep"]
@@ -250,6 +263,10 @@ class Predictor:
         settings = {k: (base[k] if v is None else v) for k, v in given.items()}
         if settings["keep"] not in ("largest", "all"):
             raise ValueError(f"KEEP must be 'largest' or 'all', got {settings['keep']!r} (from {source})")
+        try:
+            check_detector(settings["detector"])
+        except ValueError as err:
+            raise ValueError(f"{err} (from {source})") from None
         return settings, source
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -285,8 +302,11 @@ class Predictor:
             boxes = {k: found[k].box for k in tracked}
             searches = [(i, box) for i in rest for box in expected_boxes(i, tracked, boxes)]
             rois = [square_crop(frames[i], box, ROI_MARGIN, ROI_SIZE) for i, box in searches]
+            search = getattr(self.detector, "search", None)
+            crops = [roi for roi, _ in rois]
+            found_in = search(crops, ROI_MIN_FACE) if search else self.detector.detect(crops)  # one batch
             best: dict[int, tuple] = {}
-            for (i, box), (_, square), faces in zip(searches, rois, self.detector.detect([roi for roi, _ in rois])):
+            for (i, box), (_, square), faces in zip(searches, rois, found_in):
                 for face in (from_roi(f, square, ROI_SIZE) for f in faces if f.confidence >= self.min_confidence):
                     # the largest face where one was expected; one at the square's edge only when there is no such face
                     score = (box_iou(face.box, box) >= 0.3, face.area)
@@ -471,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="MTCNN sees frames shrunk to this side (default: the run's face_settings)")
     parser.add_argument("--min-confidence", type=float, default=None,
                         help="MTCNN confidence below which a face is ignored (default: the run's face_settings)")
+    parser.add_argument("--detector", choices=DETECTORS, default=None,
+                        help="MTCNN backend (default: the run's face_settings, else mtcnn-torch; only mtcnn-tf "
+                             "imports TensorFlow)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = every core)")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.detect_every < 1:
@@ -479,12 +502,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = Predictor(args.run, frames=args.frames, detect_every=args.detect_every,
                               detect_max_side=args.detect_max_side, min_confidence=args.min_confidence,
-                              threads=args.threads)
+                              threads=args.threads, detector=args.detector)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"predict: {err}", file=sys.stderr)
         return 2
     print(f"predict: start-up {time.perf_counter() - started:.1f} s (model {predictor.startup['model']:.1f} s, "
-          f"detector {predictor.startup['detector']:.1f} s); faces cut with {predictor.face_settings_source}; "
+          f"detector {predictor.startup['detector']:.1f} s, {predictor.face_settings['detector'] or 'given'}); faces cut with {predictor.face_settings_source}; "
           f"{'Platt-calibrated, ' if predictor.platt else ''}FAKE above {predictor.threshold:g} "
           f"({predictor.threshold_source})", file=sys.stderr)
     results = predictor.predict_paths(args.paths, show_progress=not args.json and sys.stderr.isatty())
