@@ -11,6 +11,7 @@ SHARED_DATA = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def pytest_collection_modifyitems(config, items):
