@@ -1,16 +1,22 @@
-"""Frame sampling from DFDC-layout video folders: the first stage of the study.
+"""Frame sampling from a dataset's videos (and images): the first stage of the study.
 
 A DFDC-layout folder holds parts (`dfdc_train_part_0/`, ...), each with videos and a `metadata.json`
-mapping `video.mp4 -> {"label": "REAL"|"FAKE", "split": ..., "original": "source.mp4"|null}`.
-`sample_frames` writes JPEG frames and a manifest, `frames.csv`, with one row per frame, or one row
-per video that could not be used (its `status` and `reason` say why), and `settings.json` beside it
-(the settings that shaped the frames; `read_settings` reads them back).
+mapping `video.mp4 -> {"label": "REAL"|"FAKE", "split": ..., "original": "source.mp4"|null}`. Other
+layouts (FaceForensics++, Celeb-DF, plain real/fake folders) are read by helpers.layouts; `list_videos`
+takes a LAYOUT ("auto" detects it and says which) and gives every layout the same columns plus
+`dataset`, `method` ("real" for REAL) and, where the layout has them, `identity`, `source_identity`
+and the official `split`. `sample_frames` writes JPEG frames and a manifest, `frames.csv`, with one row
+per frame, or one row per video that could not be used (its `status` and `reason` say why), and
+`settings.json` beside it (the settings that shaped the frames; `read_settings` reads them back), and
+`layout.json` (how the dataset root was read; `layout_note` says it in a sentence). An image (the
+folders layout) is a one-frame item: frame_index 0, n_frames 1.
 
 Statuses (matched exactly, lower case; a hand-edited "OK" is refused on read): ok (a sampled frame),
 missing (listed in metadata.json, absent), unlabelled (present, in no usable metadata), bad_label (label
-not REAL/FAKE), unreadable (cannot be opened or decoded, or a folder named like a video) and
+not REAL/FAKE), unreadable (cannot be opened or decoded, or a folder named like a video),
 duplicate_id (two files of one part share a name without extension, e.g. clip.mp4 and clip.avi: the
-video id would be ambiguous, so neither is used; rename one).
+video id would be ambiguous, so neither is used; rename one) and unsupported (a stray item in another
+layout's video folder: a .txt, an image where videos belong, a sub-folder; see helpers.layouts).
 
 Names are compared in Unicode NFC, so a name stored decomposed (NFD, as macOS writes it) on disk
 matches its metadata entry; the video is read from its path on disk.
@@ -25,18 +31,22 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from helpers.manifest import (EmptyStageError, ManifestSpec, OutputError, check_int, file_fingerprint, fingerprint,
-                              is_missing, notice, parse_shard, read_manifest, read_settings_record, run_stage,
-                              stable_hash, validate_manifest, write_output)
+from helpers.manifest import (EmptyStageError, ManifestSpec, OutputError, atomic_write_text, check_int,
+                              file_fingerprint, fingerprint, is_missing, notice, parse_shard, read_manifest,
+                              read_settings_record, run_stage, stable_hash, validate_manifest, write_output)
 from helpers.runtime import worker_count
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 STRATEGIES = ("random", "uniform")
 COLUMNS = [
     "video_id", "part", "video_path", "label", "original", "frame_index", "n_frames", "fps",
     "width", "height", "frame_path", "status", "reason",
 ]
-STATUSES = ("ok", "missing", "unlabelled", "bad_label", "unreadable", "duplicate_id")
+STATUSES = ("ok", "missing", "unlabelled", "bad_label", "unreadable", "duplicate_id", "unsupported")
+# Columns a listing may carry beyond COLUMNS (helpers.layouts.EXTRA_COLUMNS); frames.csv keeps them after COLUMNS.
+EXTRA_COLUMNS = ("dataset", "method", "identity", "source_identity", "split")
+LAYOUT_FILE = "layout.json"
 WRITTEN_BY = "notebook 01 (frame sampling)"
 SPEC = ManifestSpec(name="frames.csv", written_by=WRITTEN_BY, columns=tuple(COLUMNS),
                     sort_by=("part", "video_id", "frame_index"),
@@ -103,13 +113,42 @@ def read_metadata(part: Path) -> tuple[dict | None, str]:
     return {nfc(str(name)): entry for name, entry in meta.items()}, ""
 
 
-def list_videos(videos_dir: str | Path) -> pd.DataFrame:
-    """Every video that a metadata.json lists or that lies in a part, with its label and status.
+def list_videos(videos_dir: str | Path, layout: str = "auto", compression: str = "c23") -> pd.DataFrame:
+    """Every item of a dataset root in `layout` (helpers.layouts.LAYOUTS; "auto" detects it), with its label and status.
 
-    status is "ok" (labelled and present), "missing" (listed but absent), "unlabelled" (present but in
-    no metadata, or in a part without a usable metadata.json), "bad_label" (label not REAL/FAKE),
-    "unreadable" (a folder named like a video) or "duplicate_id" (see the module docstring).
+    Columns: video_id, part, video_path, label, original, status, reason, key, dataset, method, and
+    identity, source_identity and split where the layout has them (see helpers.layouts). The frame's
+    attrs hold "layout" (the one used) and "layout_reason" (why). `compression` is FaceForensics++'s
+    (c23, raw, c40). For the dfdc layout, status is "ok" (labelled and present), "missing" (listed but
+    absent), "unlabelled" (present but in no metadata, or in a part without a usable metadata.json),
+    "bad_label" (label not REAL/FAKE), "unreadable" (a folder named like a video) or "duplicate_id" (see
+    the module docstring); `dataset` is the root's folder name and `method` "real" or "fake".
     """
+    from helpers import layouts  # noqa: PLC0415 - layouts builds on this module
+
+    layouts.check_layout(layout)
+    layouts.check_compression(compression)
+    root = Path(videos_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"VIDEOS_DIR {root} does not exist or is not a folder; point it at a dataset root "
+                                f"({layouts.expected_text()})")
+    name, why = layouts.resolve_layout(root, layout)
+    if layout == "auto":
+        notice(f"{root} is read as layout {name!r} ({why}); set LAYOUT to choose another")
+    if name == "dfdc":
+        videos = list_dfdc(root)
+        videos = videos.assign(dataset=root.name or str(root),
+                               method=[layouts.REAL_METHOD if label == "REAL" else layouts.FAKE_METHOD if label == "FAKE"
+                                       else None for label in videos.label])
+    else:
+        videos = layouts.LISTERS[name](root, compression) if name == "ffpp" else layouts.LISTERS[name](root)
+        videos = mark_duplicate_ids(videos)
+    videos.attrs.update(layout=name, layout_reason=why, compression=compression if name == "ffpp" else None)
+    return videos
+
+
+def list_dfdc(videos_dir: str | Path) -> pd.DataFrame:
+    """Every video that a metadata.json lists or that lies in a part, with its label and status (the dfdc layout)."""
     records = []
     for part in find_parts(videos_dir):
         meta, problem = read_metadata(part)
@@ -141,15 +180,24 @@ def list_videos(videos_dir: str | Path) -> pd.DataFrame:
             records.append(record)
     videos = pd.DataFrame(records, columns=["video_id", "part", "video_path", "label", "original", "status", "reason",
                                             "name"])
-    # Two usable files with one stem in one part would share a video id (and frame file names): use neither.
+    videos = videos.assign(key=[f"{p}/{n}" for p, n in zip(videos.part, videos.name)]).drop(columns="name")
+    return mark_duplicate_ids(videos)
+
+
+def mark_duplicate_ids(videos: pd.DataFrame) -> pd.DataFrame:
+    """Usable items of one part sharing a video id (clip.mp4 and clip.avi) become duplicate_id: neither is used.
+
+    They would share a video id, and with it frame file names and every manifest's key.
+    """
+    videos = videos.copy()
     usable_ = videos[videos.status == "ok"]
     for (part, video_id), group in usable_.groupby(["part", "video_id"]):
         if len(group) > 1:
-            names = " and ".join(f"{part}/{n}" for n in group.name)
+            names = " and ".join(sorted(group.key))
             videos.loc[group.index, ["status", "reason"]] = [
                 "duplicate_id", f"{names} share the video id {video_id!r} (the name without extension), which names a "
                 "video in every manifest: rename one"]
-    return videos.drop(columns="name").assign(key=[f"{p}/{n}" for p, n in zip(videos.part, videos.name)])
+    return videos
 
 
 def group_key(video_id: str, label: str | None, original: str | None) -> str:
@@ -233,11 +281,16 @@ def sample_video(task: dict) -> list[dict]:
     """Sample one video (a task from `sample_frames`) into JPEG files; returns its manifest rows.
 
     A video that cannot be read is a row (status unreadable); a frame that cannot be written raises
-    OutputError, which stops the stage (our disk, not the video, is at fault).
+    OutputError, which stops the stage (our disk, not the video, is at fault). An image (IMAGE_EXTENSIONS)
+    is a one-frame item: frame 0, whatever frames_per_video says. The listing's EXTRA_COLUMNS (dataset,
+    method, identities, split) are carried into every row.
     """
     base = {k: task[k] for k in ("video_id", "part", "video_path", "label", "original")}
+    base.update({k: task[k] for k in EXTRA_COLUMNS if k in task})
     if task["status"] != "ok":
         return [{**base, "status": task["status"], "reason": task["reason"]}]
+    if Path(str(task["video_path"])).suffix.lower() in IMAGE_EXTENSIONS:
+        return sample_image(task, base)
     try:
         cap, info = open_video(task["video_path"])
     except (ValueError, OSError) as err:
@@ -262,6 +315,20 @@ def sample_video(task: dict) -> list[dict]:
     finally:
         cap.release()
     return rows
+
+
+def sample_image(task: dict, base: dict) -> list[dict]:
+    """An image item as its one frame (frame_index 0), re-encoded like a video frame; unreadable when it cannot be decoded."""
+    from helpers.faces import read_image  # noqa: PLC0415 - faces builds on this module; its checks catch cut files
+
+    try:
+        rgb = read_image(task["video_path"])
+    except ValueError as err:
+        return [{**base, "status": "unreadable", "reason": str(err)}]
+    path = _frame_path(Path(task["out_dir"]), task["part"], task["video_id"], 0)
+    write_jpeg(path, rgb, task["jpeg_quality"])
+    return [{**base, "n_frames": 1, "fps": None, "frame_index": 0, "width": rgb.shape[1], "height": rgb.shape[0],
+             "frame_path": str(path), "status": "ok", "reason": ""}]
 
 
 def _init_worker() -> None:
@@ -314,12 +381,21 @@ def sample_frames(
     fresh: bool = False,
     allow_empty: bool = False,
     videos: pd.DataFrame | None = None,
+    layout: str = "auto",
+    compression: str = "c23",
 ) -> pd.DataFrame:
-    """Sample frames from every video under `videos_dir` into `out_dir`; returns and writes frames.csv.
+    """Sample frames from every video (and image) under `videos_dir` into `out_dir`; returns and writes frames.csv.
+
+    `layout`: how `videos_dir` is laid out, one of helpers.layouts.LAYOUTS ("auto" detects it and says
+    which; a tree matching two layouts, or none, is refused naming what was expected); `compression`:
+    FaceForensics++'s c23 (default), raw or c40. frames.csv gets list_videos's extra columns (dataset,
+    method, and identity, source_identity and split where the layout has them) after COLUMNS, and
+    out_dir/layout.json says how the root was read (`layout_note`).
 
     `videos`: a table of the videos to sample (list_videos's columns: video_id, part, video_path,
-    label, original, status, reason; `key` defaults to part/file name) instead of listing
-    `videos_dir`; notebook 03 uses it to sample its held-out videos again at more frames.
+    label, original, status, reason, and any of EXTRA_COLUMNS; `key` defaults to part/file name) instead
+    of listing `videos_dir` (the layout is then not looked at); notebook 03 uses it to sample its
+    held-out videos again at more frames.
 
     Writes out_dir/settings.json first (frames_per_video, strategy, seed, jpeg_quality; see
     `read_settings`). Resumable: finished videos are journaled under `out_dir/_journal` and skipped on
@@ -333,15 +409,26 @@ def sample_frames(
     max_videos = check_int("MAX_VIDEOS", max_videos, 0)
     workers = worker_count(check_int("WORKERS", workers, 0))
     shard_ = parse_shard(shard)
+    from helpers import layouts  # noqa: PLC0415 - layouts builds on this module
+
+    layouts.check_layout(layout)
+    layouts.check_compression(compression)
     if is_missing(out_dir) or (videos is None and is_missing(videos_dir)):
         raise ValueError(f"VIDEOS_DIR and OUT_DIR must name folders, got {videos_dir!r} and {out_dir!r}")
     out_dir = Path(out_dir)
+    read_as = None
     if videos is None:
-        found = list_videos(videos_dir)
+        found = list_videos(videos_dir, layout, compression)
+        read_as = {"videos_dir": str(videos_dir), "layout": found.attrs["layout"], "asked": layout,
+                   "why": found.attrs["layout_reason"], "compression": found.attrs["compression"],
+                   "extra_columns": [c for c in EXTRA_COLUMNS if c in found.columns]}
     else:
         found = videos.reset_index(drop=True)
         if "key" not in found:
             found["key"] = [f"{p}/{Path(v).name}" for p, v in zip(found.part, found.video_path)]
+    if found.empty and read_as is not None and read_as["layout"] != "dfdc":
+        raise ValueError(f"VIDEOS_DIR {videos_dir}, read as layout {read_as['layout']!r}, holds no videos or images in "
+                         f"the places that layout expects: {layouts.EXPECTED[read_as['layout']]}")
     if found.empty:
         raise ValueError(f"VIDEOS_DIR {videos_dir} holds no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) and no "
                          "metadata.json, neither directly nor in its sub-folders: point it at a DFDC-layout folder "
@@ -350,7 +437,8 @@ def sample_frames(
     tasks = []
     for video in videos.to_dict("records"):
         video = {k: (None if is_missing(v) and k != "reason" else v) for k, v in video.items()}
-        described = {k: video[k] for k in ("video_id", "part", "label", "original", "status", "reason")}
+        described = {k: video[k] for k in ("video_id", "part", "label", "original", "status", "reason", *EXTRA_COLUMNS)
+                     if k in video}
         tasks.append({**video, "group": group_key(video["video_id"], video["label"], video["original"]),
                       "input": fingerprint([described, file_fingerprint(video["video_path"])]),
                       "out_dir": str(out_dir), **settings})
@@ -358,8 +446,36 @@ def sample_frames(
                          shard=shard_, workers=workers, desc="sampling frames", initializer=_init_worker,
                          fresh=fresh, outputs=("frames",), inputs={"videos_dir": str(videos_dir),
                                                                    "max_videos": max_videos})
+    if read_as is not None:
+        atomic_write_text(out_dir / LAYOUT_FILE, json.dumps(read_as, indent=2) + "\n")
     _check_result(manifest, out_dir, allow_empty or shard_[1] > 1)
     return manifest
+
+
+def read_layout(path: str | Path) -> dict | None:
+    """How a frames stage read its dataset root (layout.json in its OUT_DIR, or beside frames.csv); None if unknown.
+
+    Keys: videos_dir, layout (the one used), asked (LAYOUT as given), why, compression (ffpp only) and
+    extra_columns (the columns beyond COLUMNS the layout gave frames.csv).
+    """
+    path = Path(path)
+    file = path if path.name == LAYOUT_FILE else (path.parent if path.suffix == ".csv" else path) / LAYOUT_FILE
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def layout_note(path: str | Path) -> str:
+    """One sentence saying how notebook 01 read its dataset root (from layout.json), for the notebook."""
+    record = read_layout(path)
+    if record is None:
+        return f"{path} holds no {LAYOUT_FILE}: the videos were given as a table, or sampled before layouts were recorded"
+    compression = f", compression {record['compression']}" if record.get("compression") else ""
+    extra = ", ".join(record.get("extra_columns") or []) or "none"
+    return (f"{record['videos_dir']} was read as layout {record['layout']!r}{compression} ({record['why']}); "
+            f"columns beyond the DFDC ones: {extra}.")
 
 
 def _check_result(manifest: pd.DataFrame, out_dir: Path, only_warn: bool) -> None:
