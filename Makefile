@@ -13,7 +13,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # TensorFlow's C++ logs go to stderr before Python can silence them; 2 keeps errors only.
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup demo notebooks report test test-fast bench clean clean-all
+.PHONY: help setup git-filter demo notebooks report test test-fast bench clean clean-all
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -25,9 +25,18 @@ $(STAMP): pyproject.toml
 	@set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
 		| { grep -v "is ignored: it is neither" || true; }
 	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@$(MAKE) --no-print-directory git-filter
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install the project (done by report and test when needed)
+setup: $(STAMP) git-filter ## create .venv and install the project (done by report and test when needed)
+
+# Notebooks saved in Jupyter carry their outputs; this clean filter (see .gitattributes) commits them without.
+git-filter: ## install the git filter that strips notebook outputs on commit (python -m helpers.notebook strip)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		git config filter.nbstrip.clean "$(PY) -m helpers.notebook strip" && \
+		git config filter.nbstrip.smudge cat && \
+		echo "git filter nbstrip installed: notebooks are committed without outputs"; \
+	fi
 
 demo: $(STAMP) ## build the embedded demo dataset in data/demo (offline, from the LFW faces in scikit-image)
 	$(PY) -m helpers.demo --out data/demo/videos

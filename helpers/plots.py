@@ -33,8 +33,8 @@ def load_rgb(path: str | Path) -> np.ndarray:
 
 
 def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 6, size: float = 2.2,
-               title: str | None = None):
-    """A grid of images (arrays or paths), each with an optional small title."""
+               title: str | None = None, fontsize: float = 9):
+    """A grid of images (arrays or paths), each with an optional title (`fontsize` points at full width)."""
     n = len(images)
     if n == 0:
         fig, ax = plt.subplots(figsize=(4, 1))
@@ -51,7 +51,7 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int
         ax = axes.flat[i]
         ax.imshow(load_rgb(image) if isinstance(image, (str, Path)) else image)
         if titles is not None:
-            ax.set_title(str(titles[i]), fontsize=8)
+            ax.set_title(str(titles[i]), fontsize=fontsize)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -66,24 +66,72 @@ def counts_by(frame: pd.DataFrame, by: str, hue: str = "label", title: str | Non
     table.plot.bar(stacked=True, ax=ax, color=colours if all(colours) else None, rot=30)
     ax.set_ylabel("count")
     ax.set_xlabel(by)
+    # Beside the axes, not inside: inside, the legend hides the tallest bar.
+    ax.legend(title=hue, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
+def frame_pairs(frames: pd.DataFrame, n: int = 3, fakes: int = 3, size: float = 2.4):
+    """Rows of one REAL frame beside frames of its fakes at the same frame index (paired by `original`, not position).
+
+    `frames`: frames.csv rows (status ok). Each row of the figure: the original, then up to `fakes` of its fakes.
+    """
+    ok = frames[frames.status == "ok"] if "status" in frames else frames
+    real = ok[ok.label == "REAL"].sort_values(["video_id", "frame_index"])
+    fake = ok[ok.label == "FAKE"]
+    rows, used = [], set()
+    for _, original in real.iterrows():
+        if original.video_id in used:
+            continue  # one frame per original: the rows show different people
+        same = fake[(fake.original == original.video_id) & (fake.frame_index == original.frame_index)]
+        if len(same):
+            used.add(original.video_id)
+            rows.append((original, same.sort_values("video_id").head(fakes)))
+        if len(rows) == n:
+            break
+    images, titles = [], []
+    columns = 1 + max((len(f) for _, f in rows), default=0)
+    for original, made in rows:
+        images.append(original.frame_path)
+        titles.append(f"REAL {original.video_id}\nframe {original.frame_index}")
+        for _, row in made.iterrows():
+            images.append(row.frame_path)
+            titles.append(f"FAKE {row.video_id}\nof {original.video_id}")
+        images += [np.zeros((2, 2, 3), np.uint8)] * (columns - 1 - len(made))  # a short row stays aligned
+        titles += [""] * (columns - 1 - len(made))
+    fig = image_grid(images, titles, ncols=columns, size=size, fontsize=9)
+    for ax, image in zip(fig.axes, images):
+        if isinstance(image, np.ndarray) and image.shape[:2] == (2, 2):
+            ax.set_visible(False)
+    return fig
+
+
 def confidence_histogram(faces: pd.DataFrame, threshold: float | None = None):
-    """MTCNN confidence of the kept faces, by label."""
-    fig, ax = plt.subplots(figsize=(6, 3))
+    """MTCNN confidence of the kept faces detected on their own frame, REAL and FAKE side by side.
+
+    Fakes that reuse their original's boxes (`box_source == "original"`) carry its confidence, so drawing
+    them would only repeat the REAL bars; the title says how many were left out.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3))
     kept = faces[faces.status == "ok"]
-    bins = np.linspace(max(0.0, float(kept.confidence.min()) - 0.01) if len(kept) else 0.0, 1.0, 30)
-    for label, group in kept.groupby("label"):
-        ax.hist(group.confidence, bins=bins, alpha=0.6, label=label, color=LABEL_COLOURS.get(label))
+    reused = kept["box_source"].eq("original") if "box_source" in kept else pd.Series(False, index=kept.index)
+    own = kept[~reused]
+    low = max(0.0, float(own.confidence.min()) - 0.01) if len(own) else 0.0
+    bins = np.linspace(low, 1.0, 21)
+    groups = [(label, group.confidence.to_numpy()) for label, group in own.groupby("label")]
+    if groups:
+        ax.hist([values for _, values in groups], bins=bins, label=[f"{label} ({len(v)})" for label, v in groups],
+                color=[LABEL_COLOURS.get(label, "grey") for label, _ in groups])  # side by side, never overlaid
     if threshold is not None:
         ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"MIN_CONFIDENCE {threshold}")
     ax.set_xlabel("MTCNN confidence")
     ax.set_ylabel("faces")
-    ax.legend()
+    note = f"; {int(reused.sum())} fakes reuse their original's box and confidence (not drawn)" if reused.any() else ""
+    ax.set_title(f"Faces detected on their own frame{note}", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -126,22 +174,36 @@ def region_variants(faces: pd.DataFrame, regions: Sequence[str], n: int = 6):
 def training_curves(history: pd.DataFrame, n_val: int | None = None, title: str | None = None):
     """Loss, accuracy and AUC per epoch, train vs val; val accuracy with its binomial 95% band."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    epochs = epoch_numbers(history)
     for ax, metric in zip(axes, ("loss", "acc", "auc")):
         for split, style in (("train", "-o"), ("val", "-s")):
             column = f"{split}/{metric}"
             if column in history:
-                ax.plot(history.epoch, history[column], style, markersize=3, label=split)
+                ax.plot(epochs, history[column], style, markersize=3, label=split)
         if metric == "acc" and n_val and "val/acc" in history:
             acc = history["val/acc"].to_numpy(dtype=float)
             half = 1.96 * np.sqrt(np.clip(acc * (1 - acc), 1e-4, None) / n_val)
-            ax.fill_between(history.epoch, acc - half, acc + half, alpha=0.2, label=f"val 95% band (n={n_val})")
-        ax.set_xlabel("epoch")
+            ax.fill_between(epochs, acc - half, acc + half, alpha=0.2, label=f"val 95% band (n={n_val})")
+        integer_epochs(ax)
         ax.set_title(metric)
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def epoch_numbers(history: pd.DataFrame) -> np.ndarray:
+    """Epochs counted from 1, as the progress bar counts them (history.csv keeps Lightning's 0-based `epoch`)."""
+    return history["epoch"].to_numpy() + 1 if "epoch" in history else np.arange(1, len(history) + 1)
+
+
+def integer_epochs(ax) -> None:
+    """An x axis of whole epochs (no 0.5 epoch ticks)."""
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
 
 
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str = "ROC (test faces)"):
@@ -232,12 +294,12 @@ def curves_overview(histories: dict[str, pd.DataFrame]):
         colour = f"C{i % 10}"
         for ax, metric in zip(axes, ("acc", "auc")):
             if f"val/{metric}" in history:
-                ax.plot(history.epoch, history[f"val/{metric}"], "-", color=colour, label=f"{name} val")
+                ax.plot(epoch_numbers(history), history[f"val/{metric}"], "-", color=colour, label=f"{name} val")
             if f"train/{metric}" in history:
-                ax.plot(history.epoch, history[f"train/{metric}"], "--", color=colour, alpha=0.6)
+                ax.plot(epoch_numbers(history), history[f"train/{metric}"], "--", color=colour, alpha=0.6)
     for ax, metric in zip(axes, ("accuracy", "AUC")):
         ax.set_title(f"{metric} per epoch (val solid, train dashed)")
-        ax.set_xlabel("epoch")
+        integer_epochs(ax)
     axes[1].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     return fig

@@ -34,8 +34,12 @@ nav.toc ul { list-style: none; padding-left: 1em; margin: .2em 0; }
 .meta { color: #666; font-size: 9pt; }
 .stderr, .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] { display: none; }
 td { word-break: break-word; }
+.readable-table p { margin: .8em 0 .2em; }
+.readable-table em { color: #555; }
+table.readable td:first-child, table.readable th { text-align: left; }
+blockquote { border-left: 3px solid #bbb; margin: .6em 0; padding: .1em 1em; color: #333; }
 @page { size: A4; margin: 1.4cm; }
-@media print { table { font-size: 7pt; } th, td { padding: 1px 3px; } }
+@media print { table { font-size: 7pt; } th, td { padding: 1px 3px; } img { max-height: 24cm; } }
 """
 
 HEADING = re.compile(r"<h([12])([^>]*)>(.*?)</h\1>", re.S)
@@ -50,11 +54,46 @@ def executed_notebooks(build: Path, root: Path) -> list[Path]:
     return sorted(found, key=lambda p: (order[p.stem.split("-")[0]], p.stem))
 
 
-def notebook_body(path: Path) -> str:
-    """One executed notebook as HTML without inputs, prompts or stderr."""
+def demote_headings(source: str) -> str:
+    """Markdown with every heading one level deeper ("## Train" -> "### Train")."""
+    return re.sub(r"^(#{1,5}) ", r"#\1 ", source, flags=re.M)
+
+
+def heading_lines(source: str) -> str:
+    """Only the heading lines of a markdown cell."""
+    return "\n".join(line for line in source.splitlines() if line.startswith("#"))
+
+
+def shape_runs(nb, run: str, first=None) -> None:
+    """Shape one copy of a notebook the profile runs several times (05 once per ResNet), in place.
+
+    Every copy gets a "Run `name`" heading after the introduction and its own headings one level
+    deeper; copies after the `first` drop the introduction and keep only the headings of markdown the
+    first copy already showed, so the report explains each step once.
+    """
+    markdown = [c for c in nb.cells if c.cell_type == "markdown"]
+    if not markdown:
+        return
+    intro = markdown[0]
+    shown = {c.source for c in first.cells if c.cell_type == "markdown"} if first is not None else set()
+    for cell in markdown[1:]:
+        if cell.source in shown:
+            cell.source = heading_lines(cell.source)
+        cell.source = demote_headings(cell.source)
+    label = f"## Run `{run}`"
+    if first is None:
+        intro.source = intro.source + "\n\n" + label
+    else:
+        intro.source = label + "\n\nThe same steps as the first run above, for this run's settings."
+
+
+def notebook_body(path: Path, run: str | None = None, first=None) -> str:
+    """One executed notebook as HTML without inputs, prompts or stderr (`run`, `first`: see shape_runs)."""
     from nbconvert import HTMLExporter  # noqa: PLC0415 - slow import
 
     nb = nbformat.read(path, as_version=4)
+    if run is not None:
+        shape_runs(nb, run, nbformat.read(first, as_version=4) if first is not None else None)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
@@ -87,6 +126,13 @@ def add_toc(body: str) -> tuple[str, str]:
     return body, "\n".join(lines)
 
 
+def shown_path(path: Path, root: Path) -> str:
+    """A path as the report shows it: relative to the project root where it lies inside it."""
+    from helpers.display import relative_path  # noqa: PLC0415
+
+    return relative_path(Path(path).resolve(), root)
+
+
 def report_dir(profile: str, root: Path) -> Path:
     """report/ for the demo profile, report/<profile>/ for the others (so a DFDC report never mixes with it)."""
     return root / "report" if profile == "demo" else root / "report" / profile
@@ -107,12 +153,21 @@ def render_report(profile: str = "demo", out_dir: Path | None = None, root: Path
     if steps:
         parts.append("<h1>Appendix: how the numbers were made</h1><p>Each step of the study as it ran, "
                      "notebook by notebook: what it did, its parameters' effects, and what it produced.</p>")
-        parts += [notebook_body(p) for p in steps]
+        copies: dict[str, list[Path]] = {}
+        for path in steps:
+            copies.setdefault(path.stem.split("-")[0], []).append(path)
+        for path in steps:
+            same = copies[path.stem.split("-")[0]]
+            if len(same) == 1:
+                parts.append(notebook_body(path))
+            else:  # one introduction for a notebook that ran several times
+                first = None if path == same[0] else same[0]
+                parts.append(notebook_body(path, run=path.stem.split("-", 1)[-1], first=first))
     body, toc = add_toc("\n<hr/>\n".join(parts))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Deepfake detection study ({profile})</title>"
             f"<style>{STYLE}</style></head><body>"
             f"<p class='meta'>Rendered {time.strftime('%Y-%m-%d %H:%M')} from the executed notebooks of the "
-            f"<code>{profile}</code> profile ({html.escape(str(build_dir))}).</p>{toc}{body}</body></html>")
+            f"<code>{profile}</code> profile ({html.escape(shown_path(build_dir, root))}).</p>{toc}{body}</body></html>")
     paths = {"html": out_dir / "report.html"}
     paths["html"].write_text(page, encoding="utf-8")
     if pdf:

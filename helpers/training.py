@@ -13,6 +13,13 @@ A run folder holds everything the results notebook reads:
     model.pt          the best weights as a plain state dict (loads with torch.load(weights_only=True))
     checkpoints/      Lightning checkpoints: best (by val/auc) and last (for RESUME)
 
+Run names: an empty `run_name` becomes `<model>-<variant>-s<seed>`. Such a derived name never replaces
+a finished run trained with other settings (RUN_SETTINGS): `make_config` refuses (RunNameTaken),
+naming what differs and suggesting a RUN_NAME, so a re-run of notebook 04 or 05 with another setting
+keeps the earlier run. Rerunning the same settings under the same name trains the run again in its
+folder (RESUME continues it instead); a name given explicitly (RUN_NAME, the crop study's
+`crop-<model>-<variant>-s<seed>`) is the caller's to reuse, as before.
+
 From a shell, which is how multi-GPU and multi-node runs go (DDP cannot run inside a notebook kernel):
     python -m helpers.training --config run.yaml [--set epochs=3 devices=4]
     python -m helpers.training --set model=vit split_csv=... --dump > run.yaml   # write a run.yaml
@@ -83,15 +90,73 @@ DEFAULTS: dict = {
 }
 
 
+# The settings that make two runs different experiments: a derived run name is refused when its folder
+# holds a finished run whose config.json differs on any of them (devices, workers, n_boot... do not count).
+RUN_SETTINGS = ("split_csv", "model", "model_kwargs", "variant", "seed", "image_size", "epochs", "batch_size", "lr",
+                "optimizer", "schedule", "weight_decay", "warmup_epochs", "grad_clip", "pretrained", "augment",
+                "imbalance", "early_stopping", "limit_train_batches")
+
+
+class RunNameTaken(ValueError):
+    """A derived run name whose folder holds a finished run trained with other settings (set RUN_NAME)."""
+
+
 def make_config(**overrides) -> dict:
-    """DEFAULTS updated with `overrides`; unknown keys are refused."""
+    """DEFAULTS updated with `overrides`; unknown keys are refused.
+
+    An empty run_name becomes `<model>-<variant>-s<seed>`, and RunNameTaken is raised when that folder
+    holds a finished run trained with other settings (see the module docstring).
+    """
     unknown = sorted(set(overrides) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(DEFAULTS)}")
     config = {**DEFAULTS, **overrides}
     if not config["run_name"]:
         config["run_name"] = f"{config['model']}-{config['variant']}-s{config['seed']}"
+        refuse_other_run(config)
     return config
+
+
+def _plain(value):
+    """A setting as config.json stores it (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def other_settings(config: dict, run_dir: str | Path) -> list[tuple[str, object, object]]:
+    """(setting, value there, value now) for each RUN_SETTINGS key on which a run folder's config.json differs."""
+    saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    return [(key, saved.get(key, DEFAULTS[key]), config.get(key)) for key in RUN_SETTINGS
+            if _plain(saved.get(key, DEFAULTS[key])) != _plain(config.get(key))]
+
+
+def suggest_run_name(config: dict, changes: list[tuple[str, object, object]]) -> str:
+    """The derived name with the changed settings appended, e.g. vit-full-s0-epochs3-lr0.001."""
+    parts = []
+    for key, _, now in changes:
+        if isinstance(now, (dict, list)) or key == "split_csv":
+            parts.append(key.replace("_", ""))
+        else:
+            parts.append(f"{key.replace('_', '')}{now}".replace("/", "-"))
+    return "-".join([config["run_name"], *parts])[:80]
+
+
+def refuse_other_run(config: dict) -> None:
+    """Raise RunNameTaken when config's run folder holds a finished run trained with other settings."""
+    run_dir = run_dir_of(config)
+    if not ((run_dir / "metrics.json").is_file() and (run_dir / "config.json").is_file()):
+        return  # nothing finished to lose: an interrupted run is continued (RESUME) or started again
+    try:
+        changes = other_settings(config, run_dir)
+    except (OSError, ValueError) as err:
+        raise RunNameTaken(f"{run_dir / 'config.json'} cannot be read ({err}), so the finished run in {run_dir} may "
+                           "have other settings. It is kept: set RUN_NAME to give this run its own folder, or delete "
+                           f"{run_dir} to train this one in its place") from None
+    if changes:
+        described = "; ".join(f"{key} {then!r} there, {now!r} now" for key, then, now in changes)
+        raise RunNameTaken(
+            f"{run_dir} holds a finished run trained with other settings ({described}). It is kept: set RUN_NAME "
+            f"to give this run its own folder (e.g. RUN_NAME = \"{suggest_run_name(config, changes)}\"; results "
+            f"notebook 07 then shows both), or delete {run_dir} to train this one in its place")
 
 
 def vit_kwargs(size: str = "tiny", patch_size: int = 0, depth: int = 0, heads: int = 0, dim: int = 0) -> dict:
@@ -384,6 +449,72 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
+class EpochProgressBar(pl.callbacks.ProgressBar):
+    """One bar per run, read by a student: "epoch 3/8" counted from 1, this epoch's mean training loss and the
+    last validation AUC beside it; no validation bar (validation is short) and no `v_num`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+        self.bar = None
+        self.val_auc: float | None = None
+        self._loss = [0.0, 0]  # sum and count of this epoch's training losses
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def _postfix(self) -> str:
+        loss = f"loss {self._loss[0] / self._loss[1]:.3f}" if self._loss[1] else "loss -"
+        return loss + (f", val AUC {self.val_auc:.3f}" if self.val_auc is not None else ", val AUC -")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not self.enabled:
+            return
+        from helpers.runtime import progress  # noqa: PLC0415
+
+        per_epoch = self.total_train_batches
+        finite = isinstance(per_epoch, int) or math.isfinite(per_epoch)
+        total = int(per_epoch) * int(trainer.max_epochs) if finite and trainer.max_epochs else None
+        self.bar = progress(total=total, initial=int(per_epoch) * trainer.current_epoch if total else 0,
+                            unit="batch", dynamic_ncols=True, leave=True,
+                            desc=f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._loss = [0.0, 0]
+        if self.bar is not None:
+            self.bar.set_description(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", refresh=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._loss[0] += float(loss)
+            self._loss[1] += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix(), refresh=False)
+            self.bar.update(1)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        auc = trainer.callback_metrics.get("val/auc")
+        if auc is not None and not trainer.sanity_checking:
+            self.val_auc = float(auc)
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix())
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._close()
+
+
 def show_progress() -> bool:
     """A progress bar in a terminal or a Jupyter session, not in headless papermill runs."""
     if headless():
@@ -429,6 +560,8 @@ def fit_and_test(config: dict) -> Path:
     latest = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename=last.stem, monitor=None, save_top_k=1,
                                           every_n_epochs=1, enable_version_counter=False)
     callbacks = [best, latest]  # in this order, so last.ckpt records this epoch's best as well
+    if show_progress():
+        callbacks.append(EpochProgressBar())
     if config["early_stopping"]:
         callbacks.append(pl.callbacks.EarlyStopping(monitor="val/auc", mode="max", patience=config["early_stopping"]))
     world = int(config["devices"]) * int(config["num_nodes"])
@@ -440,7 +573,7 @@ def fit_and_test(config: dict) -> Path:
         gradient_clip_val=config["grad_clip"] or None, callbacks=callbacks,
         logger=pl.loggers.CSVLogger(run_dir, name="", version="logs"),
         limit_train_batches=config["limit_train_batches"], enable_model_summary=False,
-        enable_progress_bar=show_progress(), log_every_n_steps=1,
+        enable_progress_bar=any(isinstance(c, EpochProgressBar) for c in callbacks), log_every_n_steps=1,
         num_sanity_val_steps=0, deterministic=("warn" if config["deterministic"] else False),
     )
     resuming = bool(config["resume"]) and last.exists()

@@ -1,6 +1,7 @@
 """The papermill runner: profiles, refusal of unknown names, stopping at the first failing notebook."""
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -164,3 +165,51 @@ def test_the_real_profiles_pass_the_type_checks_and_take_overrides():
     by_name = {r.name: r.parameters for r in runs}
     assert by_name["04_vit"]["EPOCHS"] == 1
     assert by_name["05_resnet-resnet50"]["IMAGE_SIZE"] == 64 and by_name["05_resnet-resnet101"]["IMAGE_SIZE"] == 224
+
+
+# --- the demo profile holds only the notebooks' defaults -----------------------------------------------------
+
+def profile_differences(profile: str, root: Path) -> list[str]:
+    """Where a profile's value differs from its notebook's default ("01_x.A: profile 2, notebook 1").
+
+    A list block runs a notebook once per entry, so the values that differ between its entries (MODEL of
+    05) are what the list is for and are left aside; a value every entry shares must equal the default.
+    """
+    notebooks = {p.stem: p for p in pipeline.list_notebooks(root)}
+    differences = []
+    for name, block in pipeline.load_profile(profile, root).items():
+        declared = pipeline.notebook_parameters(notebooks[name])
+        entries = block if isinstance(block, list) else [block]
+        varying = {key for key in set().union(*entries) if len({repr(e.get(key)) for e in entries}) > 1} \
+            if isinstance(block, list) else set()
+        for entry in entries:
+            for key, value in entry.items():
+                if key == pipeline.RUN_KEY or key in varying:
+                    continue
+                default = ast.literal_eval(declared[key]["default"])
+                if value != default or type(value) is bool and type(default) is not bool:
+                    differences.append(f"{name}.{key}: {profile}.yaml {value!r}, notebook default {default!r}")
+    return sorted(set(differences))
+
+
+def test_the_demo_profile_holds_only_the_notebooks_defaults():
+    """`make report` and a student stepping through the notebooks in Jupyter run the same settings.
+
+    Change a demo budget in the notebook's parameters cell: params/demo.yaml may only repeat defaults
+    (in practice the paths that wire the notebooks together).
+    """
+    differences = profile_differences("demo", ROOT)
+    assert not differences, ("params/demo.yaml differs from the notebooks' defaults; move the value into the "
+                             "notebook's parameters cell:\n  " + "\n  ".join(differences))
+
+
+def test_profile_differences_finds_a_changed_value_and_leaves_list_entries_aside(tmp_path):
+    root = make_project(tmp_path, {"01_a": ("X: int = 1\nP: str = 'data/x'", ""),
+                                   "05_b": ("MODEL: str = 'r50'\nSIZE: int = 48", "")})
+    write_profile(root, "p", {"01_a": {"X": 1, "P": "data/x"},
+                              "05_b": [{"_run": "a", "MODEL": "r50", "SIZE": 48}, {"_run": "b", "MODEL": "r101", "SIZE": 48}]})
+    assert profile_differences("p", root) == []
+    write_profile(root, "p", {"01_a": {"X": 2},
+                              "05_b": [{"_run": "a", "MODEL": "r50", "SIZE": 64}, {"_run": "b", "MODEL": "r101", "SIZE": 64}]})
+    assert profile_differences("p", root) == ["01_a.X: p.yaml 2, notebook default 1",
+                                              "05_b.SIZE: p.yaml 64, notebook default 48"]
