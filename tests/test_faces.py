@@ -1,4 +1,5 @@
-"""Face crops, region crops, colour handling, detection on a downscaled copy, and the extract_faces stage."""
+"""Face crops, region crops, colour handling, detection on a downscaled copy (FaceDetector, the mtcnn package), and
+the extract_faces stage (with its default detector, mtcnn-torch; tests/test_detectors.py compares the backends)."""
 from __future__ import annotations
 
 import copy
@@ -28,15 +29,6 @@ def with_side(detector: faces.FaceDetector, detect_max_side: int) -> faces.FaceD
     other = copy.copy(detector)
     other.detect_max_side = detect_max_side
     return other
-
-
-@pytest.fixture
-def shared_detector(detector, monkeypatch):
-    """extract_faces builds its MTCNN in _init_detector; hand it this module's instead of building another."""
-    def init(detect_max_side, *_):
-        monkeypatch.setattr(faces, "_detector", with_side(detector, detect_max_side))
-
-    monkeypatch.setattr(faces, "_init_detector", init)
 
 
 @functools.cache
@@ -358,7 +350,7 @@ def check_files(result: pd.DataFrame, face_size: int = FACE_SIZE) -> None:
             assert cv2.imread(getattr(row, f"{name}_path")).shape == (y1 - y0, x1 - x0, 3)
 
 
-def test_extract_faces_end_to_end(frames_csv, tmp_path, shared_detector):
+def test_extract_faces_end_to_end(frames_csv, tmp_path):
     result = faces.extract_faces(frames_csv, tmp_path / "faces", face_size=FACE_SIZE)
     assert list(result.columns) == faces.COLUMNS
     by_frame = {(r.video_id, r.frame_index): r for r in result.itertuples()}
@@ -387,7 +379,7 @@ def test_extract_faces_end_to_end(frames_csv, tmp_path, shared_detector):
     assert row.status == "ok" and row.box_source == "detected"
 
 
-def test_keep_all_gives_one_row_per_face(tmp_path, shared_detector):
+def test_keep_all_gives_one_row_per_face(tmp_path):
     two = canvas(((0, 40, 60), (2, 300, 100)), shape=FRAME)
     path = tmp_path / "frames.csv"
     pd.DataFrame([frame_row("twoaaaaaaa", "REAL", None, 0, write_frame(tmp_path, "p/twoaaaaaaa_00000.jpg", two))],
@@ -417,7 +409,7 @@ class Interrupt(BaseException):
     """Stands in for a kill: not an Exception, so nothing on the way catches it."""
 
 
-def test_resume_after_interruption_finishes_without_redoing(frames_csv, tmp_path, monkeypatch, shared_detector):
+def test_resume_after_interruption_finishes_without_redoing(frames_csv, tmp_path, monkeypatch):
     reference = faces.extract_faces(frames_csv, tmp_path / "ref", face_size=FACE_SIZE)
 
     calls = []

@@ -231,6 +231,20 @@ def test_batches_give_what_single_frames_give(detector, portraits):
             np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
 
 
+def test_search_starts_the_pyramid_at_its_minimum_face(detector, portraits):
+    """search(): detect()'s faces where mtcnn 1.0's cap does not bite; none where the faces are below its minimum."""
+    assert detector.min_face_size == 20 and mt.mtcnn_min_face(240, 20, 0.709) == 20  # detect() runs 20 px uncapped
+    for a, b in zip(detector.search([portraits], 20)[0], detector.detect_one(portraits)):
+        np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+    # 60 px is past mtcnn 1.0's cap on a 240 px image (detect() would search from 20 px); search() does not cap
+    found = [f for f in detector.search([portraits, portraits], 60)[1] if f.confidence >= 0.9]
+    assert len(found) == 2 and all(f.box[2] >= 60 for f in found)
+    assert all(f.confidence < 0.9 for f in detector.search([portraits], 200)[0])  # 120 px faces, 200 px minimum
+    with pytest.raises(ValueError, match="RGB uint8"):
+        detector.search([np.zeros((50, 50), np.uint8)], 40)
+
+
 def test_the_gpu_resize_path_gives_the_cpu_faces(detector, portraits, monkeypatch):
     expected = detector.detect([portraits, portraits[:200]])
     monkeypatch.setattr(detector, "resize_on_device", True)  # matrix products instead of cv2

@@ -141,11 +141,17 @@ def test_large_min_face_on_a_720p_frame(predictor):
 def test_cli_json(run_dir, demo_videos, inputs, capsys):
     video = sorted(demo_videos.rglob("*.mp4"))[0]
     code = predict.main([str(video), str(inputs / "corrupt.mp4"), "--run", str(run_dir), "--frames", "2", "--json",
-                         "--threads", "2"])
+                         "--threads", "2", "--detector", "mtcnn-torch"])
     assert code == 0  # a bad file is a result, not a failure
     results = json.loads(capsys.readouterr().out)
     assert [r["status"] for r in results] == ["ok", "unreadable"]
     assert results[0]["n_frames_sampled"] == 2 and results[1]["prob_fake"] is None
+
+
+def test_cli_refuses_an_unknown_detector(run_dir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        predict.main(["x.mp4", "--run", str(run_dir), "--detector", "dlib"])
+    assert exit_.value.code == 2 and "invalid choice: 'dlib'" in capsys.readouterr().err
 
 
 def test_cli_missing_run(tmp_path, capsys):
@@ -156,6 +162,7 @@ def test_cli_missing_run(tmp_path, capsys):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_dfdc_sample(predictor, shared_data):
     """Every present DFDC video (portrait, landscape, 720p with two people, a dark scene) gets a score."""
     folder = shared_data / "dfdc_sample"
@@ -179,8 +186,31 @@ def test_face_settings_come_from_config_json(tmp_path, predictor):
     assert (p.face_size, p.margin, p.min_confidence, p.jpeg_quality, p.keep) == (96, 1.5, 0.8, 90, "largest")
     assert (p.detector.detect_max_side, p.detector.min_face_size, p.detector.scale_factor) == (320, 24, 0.6)
     assert p.face_settings_source.endswith("config.json face_settings")
+    assert p.detector.name == p.face_settings["detector"] == "mtcnn-torch"  # face_settings without one: the default
     over = Predictor(run, warm_up=False, detector=predictor.detector, margin=1.2, face_size=64)
     assert (over.margin, over.face_size, over.min_confidence) == (1.2, 64, 0.8)  # arguments win, the rest stays
+
+
+def test_the_detector_comes_from_face_settings_and_a_bad_one_is_named(tmp_path):
+    run = make_untrained_run(tmp_path / "run", "meso4", 32, face_settings={**FACE_SETTINGS, "detector": "mtcnn-torch"})
+    p = Predictor(run, warm_up=False, threads=2, device="cpu")
+    assert type(p.detector).__module__ == "helpers.mtcnn_torch" and str(p.detector.device) == "cpu"
+    named = Predictor(run, warm_up=False, threads=2, detector="mtcnn-torch")
+    assert named.detector.detect_max_side == 320  # a name is built with the run's other face settings
+    bad = make_untrained_run(tmp_path / "bad", "meso4", 32, face_settings={**FACE_SETTINGS, "detector": "dlib"})
+    with pytest.raises(ValueError, match="DETECTOR must be one of 'mtcnn-torch', 'mtcnn-tf'.*bad/config.json"):
+        Predictor(bad, warm_up=False)
+
+
+def test_between_key_frames_the_torch_detector_searches_from_roi_min_face(predictor, demo_videos, monkeypatch):
+    """mtcnn-torch's search() runs the squares around the face in one batch, from ROI_MIN_FACE px up."""
+    calls = []
+    real = predictor.detector.search
+    monkeypatch.setattr(predictor.detector, "search",
+                        lambda crops, min_face: (calls.append((len(crops), crops[0].shape, min_face)), real(crops, min_face))[1])
+    r = predictor.predict_path(sorted(demo_videos.rglob("*.mp4"))[0])
+    assert r["status"] == "ok" and r["n_faces"] >= FRAMES - 1
+    assert calls == [(1, (predict.ROI_SIZE, predict.ROI_SIZE, 3), predict.ROI_MIN_FACE)]  # frame 1 of 0..3 (keys 0, 2, 3)
 
 
 def test_without_face_settings_the_defaults_apply_and_it_says_so(tmp_path, predictor):

@@ -1,4 +1,5 @@
-"""Face detection and extraction on real photos and DFDC frames from ../shared/data (skipped where absent)."""
+"""Face detection (both backends) and extraction (the default, mtcnn-torch) on real photos and DFDC frames from
+../shared/data (skipped where absent)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -18,9 +19,10 @@ def photos(shared_data) -> pd.DataFrame:
     return expected.assign(path=[str(shared_data / "faces" / name) for name in expected.file])
 
 
-@pytest.fixture(scope="module")
-def detector():
-    return faces.FaceDetector(detect_max_side=0, threads=2)
+@pytest.fixture(scope="module", params=faces.DETECTORS)
+def detector(request):
+    """Each backend at full resolution (mtcnn-tf is the mtcnn package whose counts expected.csv holds)."""
+    return faces.make_detector(request.param, detect_max_side=0, threads=2)
 
 
 def count_faces(detector, photos: pd.DataFrame) -> dict[str, int]:
@@ -32,17 +34,19 @@ def count_faces(detector, photos: pd.DataFrame) -> dict[str, int]:
     return found
 
 
+@pytest.mark.slow
 def test_face_counts_match_mtcnn_at_full_resolution(photos, detector):
     expected = dict(zip(photos.file, photos.faces))
     assert count_faces(detector, photos) == expected
 
 
 def test_face_counts_match_with_the_default_downscaling(photos):
-    """The default detect_max_side (640) finds the same faces in these photos (up to 2280 px wide)."""
+    """The default detector and detect_max_side (mtcnn-torch, 640) find the same faces in these photos (up to 2280 px wide)."""
     expected = dict(zip(photos.file, photos.faces))
-    assert count_faces(faces.FaceDetector(threads=2), photos) == expected
+    assert count_faces(faces.make_detector("mtcnn-torch", threads=2), photos) == expected
 
 
+@pytest.mark.slow
 def test_extract_faces_on_photos_records_faceless_ones(photos, tmp_path):
     rows = [{"video_id": row.file.rsplit(".", 1)[0], "part": "faces", "video_path": row.path, "label": "REAL",
              "original": None, "frame_index": 0, "n_frames": 1, "fps": 0.0, "width": None, "height": None,
@@ -58,6 +62,7 @@ def test_extract_faces_on_photos_records_faceless_ones(photos, tmp_path):
     assert (faceless.status == "no_face").all() and (faceless.reason != "").all()
 
 
+@pytest.mark.slow
 def test_dfdc_sample_frames_mostly_give_a_face(shared_data, tmp_path):
     sampled = frames.sample_frames(shared_data / "dfdc_sample", tmp_path / "frames", frames_per_video=4, workers=1)
     usable = frames.usable(sampled)
