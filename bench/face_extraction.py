@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # torch before TensorFlow: the other order has crashed torch's extensions in this venv (issue 12).
-from helpers.mtcnn_torch import TorchMTCNNDetector  # noqa: E402
-from helpers.faces import Face, FaceDetector, box_iou, read_image  # noqa: E402
+import helpers.mtcnn_torch  # noqa: E402, F401
+from helpers.faces import Face, box_iou, make_detector, read_image  # noqa: E402
 from helpers.frames import group_key, sample_frames, usable  # noqa: E402
 from helpers.runtime import cpu_count, import_tensorflow  # noqa: E402
 
@@ -289,11 +289,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ours: dict[str, object] = {}
     for side, min_face, scale in settings:
-        knobs = {"detect_max_side": side, "min_face_size": min_face, "scale_factor": scale, "threads": threads}
-        if "mtcnn-tf" in args.backends:
-            ours[f"mtcnn-tf {setting_name(side, min_face, scale)}"] = FaceDetector(**knobs)
-        if "mtcnn-torch" in args.backends:
-            ours[f"mtcnn-torch {setting_name(side, min_face, scale)}"] = TorchMTCNNDetector(device=args.device, **knobs)
+        for backend in BACKENDS:  # built as DETECTOR builds them (notebook 02, helpers.predict)
+            if backend in args.backends:
+                ours[f"{backend} {setting_name(side, min_face, scale)}"] = make_detector(
+                    backend, side, min_face, scale, threads, device=args.device if backend == "mtcnn-torch" else None)
     naive = None if args.no_naive else mtcnn.MTCNN(device="CPU:0")
     if naive is not None:
         naive_detect(naive, frames[0]["image"])  # warm-up: the first calls build TensorFlow's kernels
