@@ -8,8 +8,10 @@ takes a LAYOUT ("auto" detects it and says which) and gives every layout the sam
 and the official `split`. `sample_frames` writes JPEG frames and a manifest, `frames.csv`, with one row
 per frame, or one row per video that could not be used (its `status` and `reason` say why), and
 `settings.json` beside it (the settings that shaped the frames; `read_settings` reads them back), and
-`layout.json` (how the dataset root was read; `layout_note` says it in a sentence). An image (the
-folders layout) is a one-frame item: frame_index 0, n_frames 1.
+`layout.json` (how the dataset root was read; `layout_note` says it in a sentence) and, where the
+layout knows identities, `identities.csv` (video_id, identity, source_identity: notebook 03's
+IDENTITY_CSV, since faces.csv does not carry frames.csv's extra columns). An image (the folders layout)
+is a one-frame item: frame_index 0, n_frames 1.
 
 Statuses (matched exactly, lower case; a hand-edited "OK" is refused on read): ok (a sampled frame),
 missing (listed in metadata.json, absent), unlabelled (present, in no usable metadata), bad_label (label
@@ -47,6 +49,9 @@ STATUSES = ("ok", "missing", "unlabelled", "bad_label", "unreadable", "duplicate
 # Columns a listing may carry beyond COLUMNS (helpers.layouts.EXTRA_COLUMNS); frames.csv keeps them after COLUMNS.
 EXTRA_COLUMNS = ("dataset", "method", "identity", "source_identity", "split")
 LAYOUT_FILE = "layout.json"
+# video_id -> identity, source_identity, beside frames.csv when the layout knows them: notebook 03's IDENTITY_CSV.
+IDENTITIES_FILE = "identities.csv"
+IDENTITY_COLUMNS = ("identity", "source_identity")
 WRITTEN_BY = "notebook 01 (frame sampling)"
 SPEC = ManifestSpec(name="frames.csv", written_by=WRITTEN_BY, columns=tuple(COLUMNS),
                     sort_by=("part", "video_id", "frame_index"),
@@ -447,6 +452,11 @@ def sample_frames(
                          fresh=fresh, outputs=("frames",), inputs={"videos_dir": str(videos_dir),
                                                                    "max_videos": max_videos})
     if read_as is not None:
+        known = [c for c in IDENTITY_COLUMNS if c in found.columns]
+        read_as["identities_csv"] = str(out_dir / IDENTITIES_FILE) if known else None
+        if known:
+            table = found.loc[found.status == "ok", ["video_id", *known]].drop_duplicates("video_id")
+            atomic_write_text(out_dir / IDENTITIES_FILE, table.to_csv(index=False))
         atomic_write_text(out_dir / LAYOUT_FILE, json.dumps(read_as, indent=2) + "\n")
     _check_result(manifest, out_dir, allow_empty or shard_[1] > 1)
     return manifest
@@ -455,8 +465,9 @@ def sample_frames(
 def read_layout(path: str | Path) -> dict | None:
     """How a frames stage read its dataset root (layout.json in its OUT_DIR, or beside frames.csv); None if unknown.
 
-    Keys: videos_dir, layout (the one used), asked (LAYOUT as given), why, compression (ffpp only) and
-    extra_columns (the columns beyond COLUMNS the layout gave frames.csv).
+    Keys: videos_dir, layout (the one used), asked (LAYOUT as given), why, compression (ffpp only),
+    extra_columns (the columns beyond COLUMNS the layout gave frames.csv) and identities_csv (the
+    identities.csv written beside frames.csv for notebook 03's IDENTITY_CSV, or None).
     """
     path = Path(path)
     file = path if path.name == LAYOUT_FILE else (path.parent if path.suffix == ".csv" else path) / LAYOUT_FILE
@@ -474,8 +485,10 @@ def layout_note(path: str | Path) -> str:
         return f"{path} holds no {LAYOUT_FILE}: the videos were given as a table, or sampled before layouts were recorded"
     compression = f", compression {record['compression']}" if record.get("compression") else ""
     extra = ", ".join(record.get("extra_columns") or []) or "none"
+    identities = (f" Each video's identities are in {record['identities_csv']} (notebook 03's IDENTITY_CSV)."
+                  if record.get("identities_csv") else "")
     return (f"{record['videos_dir']} was read as layout {record['layout']!r}{compression} ({record['why']}); "
-            f"columns beyond the DFDC ones: {extra}.")
+            f"columns beyond the DFDC ones: {extra}.{identities}")
 
 
 def _check_result(manifest: pd.DataFrame, out_dir: Path, only_warn: bool) -> None:

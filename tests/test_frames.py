@@ -228,3 +228,25 @@ def test_portrait_frames_stay_portrait(tmp_path):
     result = frames.sample_frames(tmp_path / "videos", tmp_path / "out", workers=1)
     assert (result.width == 48).all() and (result.height == 80).all()
     assert cv2.imread(result.frame_path[0]).shape[:2] == (80, 48)
+
+
+def test_a_given_table_carries_its_layout_columns_and_images_are_one_frame_items(tmp_path):
+    video = write_video(tmp_path / "in" / "realaaaaaa.mp4", n_frames=20)
+    image = tmp_path / "in" / "fakeimage.png"
+    cv2.imwrite(str(image), np.full((30, 40, 3), 77, np.uint8))
+    table = pd.DataFrame([
+        {"video_id": "realaaaaaa", "part": "p", "video_path": str(video), "label": "REAL", "original": None,
+         "status": "ok", "reason": "", "method": "real", "identity": "x:1", "dataset": "d"},
+        {"video_id": "fakeimage", "part": "p", "video_path": str(image), "label": "FAKE", "original": None,
+         "status": "ok", "reason": "", "method": "Faces", "identity": "x:2", "dataset": "d"}])
+    result = frames.sample_frames("", tmp_path / "out", frames_per_video=4, workers=1, videos=table)
+    rows = by_video(result)
+    assert len(rows["realaaaaaa"]) == 4 and len(rows["fakeimage"]) == 1
+    assert rows["fakeimage"].frame_index.tolist() == [0] and rows["fakeimage"].n_frames.tolist() == [1]
+    assert rows["fakeimage"].identity.tolist() == ["x:2"] and set(result.method) == {"real", "Faces"}
+    assert not (tmp_path / "out" / frames.LAYOUT_FILE).exists()  # a given table: the layout was not looked at
+    assert "given as a table" in frames.layout_note(tmp_path / "out")
+    # a changed identity is another input: the item is sampled again, not served from the journal
+    again = frames.sample_frames("", tmp_path / "out", frames_per_video=4, workers=1,
+                                 videos=table.assign(identity=["x:1", "x:3"]))
+    assert by_video(again)["fakeimage"].identity.tolist() == ["x:3"]

@@ -116,6 +116,9 @@ def test_ffpp_stray_items_are_recorded_with_a_reason_and_the_run_goes_on(ffpp_di
     on_disk = frames.read_frames_manifest(tmp_path / "out" / "frames.csv")
     assert on_disk.loc[on_disk.video_id == "000", "identity"].iloc[0] == "youtube:000"
     assert frames.read_layout(tmp_path / "out")["layout"] == "ffpp"
+    identities = splits.read_identity_csv(tmp_path / "out" / "identities.csv")  # what notebook 03's IDENTITY_CSV reads
+    assert identities.set_index("video_id").loc["Deepfakes_000_001", "source_identity"] == "youtube:001"
+    assert "identities.csv (notebook 03's IDENTITY_CSV)" in frames.layout_note(tmp_path / "out")
     assert "read as layout 'ffpp', compression c23" in frames.layout_note(tmp_path / "out" / "frames.csv")
 
 
@@ -262,3 +265,4 @@ def test_dfdc_rows_gain_dataset_and_method(tmp_path):
     result = frames.sample_frames(tmp_path / "dfdc", tmp_path / "out", workers=1)
     assert set(zip(result.video_id, result.method)) == {("realaaaaaa", "real"), ("fakeaaaaaa", "fake")}
     assert (result.dataset == "dfdc").all() and "identity" not in result.columns
+    assert not (tmp_path / "out" / "identities.csv").exists() and frames.read_layout(tmp_path / "out")["identities_csv"] is None
