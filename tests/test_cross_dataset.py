@@ -196,7 +196,7 @@ def test_tables_and_figures_from_a_table_and_from_nothing(tmp_path):
     assert X.heatmap(table.iloc[:0]) is not None
     assert "no external dataset" in X.display_table(table.iloc[:0]).Note[0]
     run = X.ScoredRun("meso4-full-s0", tmp_path, "network", {"model": "meso4", "image_size": 32}, {"val": {"frame": {"auc": 0.7}}},
-                      FACE_SETTINGS, "test", None, 0.5)
+                      FACE_SETTINGS, "test", None, 0.5, 0.7)
     comparison = X.published_table(table, [run], "the demo")
     assert len(comparison) == len(X.PUBLISHED) + 2  # ours: the chosen run's `all` rows at both levels
     ours = comparison[comparison.source.str.startswith("this study")]
@@ -250,3 +250,24 @@ def test_the_demo_external_set_is_an_ffpp_tree_scored_end_to_end(tmp_path):
     assert (sampled[sampled.status == "ok"].split == "test").all()
     X.save_table(table, tmp_path / "tables")
     assert len(pd.read_csv(tmp_path / "tables" / "08_cross_dataset.csv")) == len(table)
+
+
+def test_a_root_no_layout_reads_is_skipped_with_its_reason(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("no videos")
+    study = X.evaluate([], [tmp_path / "docs"], tmp_path / "out")
+    assert study.table.empty and any("skipped" in n and "holds no videos" in n for n in study.notes)
+
+
+def test_the_chosen_run_is_the_networks_best_validation_auc_and_leads_the_summary(tmp_path):
+    predictions = synthetic_predictions()
+    def run(name, kind, val_auc):
+        return X.ScoredRun(name, tmp_path, kind, {"model": "meso4", "variant": "full"},
+                           {"video": {"auc": {"value": 0.91}}}, FACE_SETTINGS, "test", None, 0.5, val_auc)
+    runs = [run("a", "network", 0.6), run("b", "network", 0.8), run("shortcut", "shortcut", 0.99)]
+    assert X.chosen_run(runs) == "b"  # the shortcut is a yardstick, never chosen
+    rows = [r for name in ("a", "b", "shortcut") for r in X.metrics_rows(predictions, name, "set", 0.5, n_boot=50)]
+    study = X.CrossDataset(pd.DataFrame(rows, columns=X.COLUMNS), {}, pd.DataFrame(), pd.DataFrame(), [])
+    text = X.summary_text(study, runs)
+    assert "The network chosen on validation, b, reaches" in text and "against 0.910 on its own test split" in text
+    assert "The shortcut baseline (shortcut" in text and "best on A" in text
