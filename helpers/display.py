@@ -22,6 +22,7 @@ MAX_ROWS = 20
 LAYOUT_FOLDERS = ("data", "figures", "report", "build", "notebooks")
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~…-])(/[^\s/<>\"'|]+){2,}")
 MISSING_TEXT = "-"
+INTERVAL = re.compile(r"^-?\d+(\.\d+)? \[-?\d+(\.\d+)?, -?\d+(\.\d+)?\]$")
 
 
 def project_root() -> Path:
@@ -93,6 +94,8 @@ def _cell(value):
         return ", ".join(str(v) for v in value) if value else "(none)"
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items()) if value else "(none)"
+    if isinstance(value, str) and INTERVAL.match(value):
+        return value.replace(" ", "\u00a0")  # "0.812 [0.781, 0.840]" never breaks over two lines
     return value
 
 
@@ -108,6 +111,13 @@ class Table:
     def is_empty(self) -> bool:
         return self.total_rows == 0
 
+    @property
+    def narrow(self) -> bool:
+        """Few short columns: the report sets such tables side by side (class "narrow")."""
+        columns = len(self.frame.columns) + (self.frame.index.nlevels if self.index else 0)
+        longest = max((len(str(v)) for v in self.frame.to_numpy().ravel()), default=0)
+        return not self.is_empty and columns <= 4 and longest <= 24 and len(self.note) <= 160
+
     def _more(self) -> str:
         return (f"First {len(self.frame)} of {self.total_rows} rows." if self.total_rows > len(self.frame) else "")
 
@@ -120,7 +130,8 @@ class Table:
                                             classes="dataframe readable"))
             if self._more():
                 parts.append(f"<p><em>{self._more()}</em></p>")
-        return "<div class='readable-table'>" + "\n".join(parts) + "</div>"
+        kind = "readable-table narrow" if self.narrow else "readable-table"
+        return f"<div class='{kind}'>" + "\n".join(parts) + "</div>"
 
     def __repr__(self) -> str:
         lines = [self.note] if self.note else []
@@ -282,6 +293,7 @@ AUDIT_MEANINGS = {
     "groups_spanning_splits": "groups with faces in two splits (must be 0)",
     "links_crossing_splits": "known links between videos in two splits (must be 0)",
     "overall_fake_share": "FAKE share of all faces",
+    "tolerance": "how far a split's share of faces may be from its request (twice the largest group's share)",
     "warnings": "too few groups to fill every split, or a split given a group to be non-empty",
     "mode": "BALANCE",
     "unit": "what balancing counts in (faces), - when nothing is balanced",
@@ -290,8 +302,9 @@ AUDIT_MEANINGS = {
     "note": "",
 }
 
-# The leaderboard columns a reader needs (helpers.results.leaderboard writes more: variant, threshold, EER).
-LEADERBOARD_COLUMNS = ["model", "val AUC", "accuracy", "balanced acc.", "AUC", "log loss", "TPR at 1% FPR", "n", "chosen"]
+# The leaderboard columns that fit a page (the run's name says its model and variant; helpers.results.leaderboard's
+# CSV keeps every column: model, variant, threshold, EER, TPR at 1% FPR).
+LEADERBOARD_COLUMNS = ["val AUC", "accuracy", "balanced acc.", "AUC", "log loss", "n", "chosen"]
 
 
 def counts(mapping: Mapping | None, unit: str = "in") -> str:

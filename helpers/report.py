@@ -31,17 +31,34 @@ th { background: #f0f0f0; }
 pre { background: #f7f7f7; padding: .5em; white-space: pre-wrap; font-size: 8.5pt; }
 nav.toc { background: #fafafa; border: 1px solid #ddd; padding: .5em 1.5em; }
 nav.toc ul { list-style: none; padding-left: 1em; margin: .2em 0; }
+nav.toc li { margin: .25em 0; } nav.toc .sections { font-size: 90%; color: #555; }
 .meta { color: #666; font-size: 9pt; }
+.headline { border-left: 4px solid #4C72B0; background: #f4f7fb; padding: .5em 1em; margin: .8em 0; }
 .stderr, .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] { display: none; }
 td { word-break: break-word; }
 .readable-table p { margin: .8em 0 .2em; }
 .readable-table em { color: #555; }
 table.readable td:first-child, table.readable th { text-align: left; }
 blockquote { border-left: 3px solid #bbb; margin: .6em 0; padding: .1em 1em; color: #333; }
-@page { size: A4; margin: 1.4cm; }
-@media print { table { font-size: 7pt; } th, td { padding: 1px 3px; } img { max-height: 24cm; } }
+@page { size: A4; margin: 1.1cm 1.2cm; @bottom-right { content: counter(page) " / " counter(pages); font-size: 8pt;
+        color: #888; } }
+/* On paper: a denser page, figures no taller than a third of it (each still whole), a two-column contents. */
+@media print {
+  body { font-size: 8pt; line-height: 1.25; max-width: none; margin: 0; padding: 0; }
+  h1 { font-size: 15pt; margin-top: 1.2em; } h2 { font-size: 11.5pt; margin: 1em 0 .3em; }
+  h3 { font-size: 10pt; margin: .8em 0 .2em; } p { margin: .35em 0; } ul { margin: .3em 0; }
+  table { font-size: 7pt; width: 100%; } th, td { padding: 1px 3px; word-break: normal; }
+  img { max-height: 6.5cm; max-width: 100%; width: auto; image-resolution: 150dpi; }
+  .output_area.figure { display: inline-block; vertical-align: top; margin: 0 .5em .3em 0; max-width: 100%; }
+  .output_area.figure .readable-table.narrow { width: 8.6cm; }
+  .anchor-link { display: none; }
+  nav.toc { font-size: 7.5pt; }
+  pre { font-size: 7.5pt; }
+}
 """
 
+INTERVAL_CELL = re.compile(r"(?<=<td>)-?\d+(?:\.\d+)? \[-?\d+(?:\.\d+)?, -?\d+(?:\.\d+)?\](?=</td>)")
+NARROW_AREA = re.compile(r'<div class="output_area">(\s*<div class="output_html[^"]*">\s*<div class=\'readable-table narrow\'>)')
 HEADING = re.compile(r"<h([12])([^>]*)>(.*?)</h\1>", re.S)
 
 
@@ -51,7 +68,12 @@ def executed_notebooks(build: Path, root: Path) -> list[Path]:
     found = [p for p in build.glob("*.ipynb") if p.stem.split("-")[0] in order]
     if not found:
         raise FileNotFoundError(f"no executed notebooks in {build}: run `python -m helpers.pipeline` first")
-    return sorted(found, key=lambda p: (order[p.stem.split("-")[0]], p.stem))
+    try:  # the runs of one notebook in the order the profile lists them (resnet50 before resnet101)
+        ran = list(json.loads((build / "pipeline.json").read_text()))
+    except (OSError, ValueError):
+        ran = []
+    return sorted(found, key=lambda p: (order[p.stem.split("-")[0]], ran.index(p.stem) if p.stem in ran else len(ran),
+                                        p.stem))
 
 
 def demote_headings(source: str) -> str:
@@ -62,6 +84,17 @@ def demote_headings(source: str) -> str:
 def heading_lines(source: str) -> str:
     """Only the heading lines of a markdown cell."""
     return "\n".join(line for line in source.splitlines() if line.startswith("#"))
+
+
+# Paragraphs written for the person running the notebook (where its files go, what a re-run does): the
+# report's reader needs the results and how they were made, not how to operate the notebook.
+NOTEBOOK_ONLY = ("**Where files go.**", "**Changing a parameter.**", "**Running again with another setting.**")
+
+
+def drop_notebook_only(source: str) -> str:
+    """Markdown without the paragraphs that start with one of NOTEBOOK_ONLY."""
+    paragraphs = re.split(r"\n\s*\n", source)
+    return "\n\n".join(p for p in paragraphs if not p.lstrip().startswith(NOTEBOOK_ONLY))
 
 
 def shape_runs(nb, run: str, first=None) -> None:
@@ -76,6 +109,13 @@ def shape_runs(nb, run: str, first=None) -> None:
         return
     intro = markdown[0]
     shown = {c.source for c in first.cells if c.cell_type == "markdown"} if first is not None else set()
+    if first is not None:  # an output the first run showed already (the same split's sizes, say) is not repeated
+        before = {json.dumps(o.get("data", o.get("text")), sort_keys=True, default=str)
+                  for c in first.cells if c.cell_type == "code" for o in c.get("outputs", [])}
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = [o for o in cell.outputs
+                                if json.dumps(o.get("data", o.get("text")), sort_keys=True, default=str) not in before]
     for cell in markdown[1:]:
         if cell.source in shown:
             cell.source = heading_lines(cell.source)
@@ -95,14 +135,44 @@ def notebook_body(path: Path, run: str | None = None, first=None) -> str:
     if run is not None:
         shape_runs(nb, run, nbformat.read(first, as_version=4) if first is not None else None)
     for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = drop_notebook_only(cell.source)
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
         if "parameters" in cell.get("metadata", {}).get("tags", []) or "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             cell.outputs = []
+    nb.cells = merge_figure_cells(nb.cells)
     exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb)
-    return body
+    # An interval "0.812 [0.781, 0.840]" in a table cell never breaks over two lines.
+    body = INTERVAL_CELL.sub(lambda m: m.group(0).replace(" ", "&nbsp;"), body)
+    # Figures and narrow tables flow side by side where they fit (the CSS makes these inline blocks).
+    body = body.replace('<div class="output_area">\n<div class="output_png output_subarea">',
+                        '<div class="output_area figure">\n<div class="output_png output_subarea">')
+    return NARROW_AREA.sub(r'<div class="output_area figure">\1', body)
+
+
+def is_figure_cell(cell) -> bool:
+    """A code cell whose only outputs (stderr aside) are images or narrow tables (helpers.display's "narrow")."""
+    outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "stream"]
+
+    def small(output) -> bool:
+        data = output.get("data", {})
+        return "image/png" in data or "readable-table narrow" in str(data.get("text/html", ""))
+
+    return cell.cell_type == "code" and bool(outputs) and all(small(o) for o in outputs)
+
+
+def merge_figure_cells(cells: list) -> list:
+    """Consecutive cells of figures and narrow tables as one cell, so that they share a row on the page."""
+    merged = []
+    for cell in cells:
+        if merged and is_figure_cell(cell) and is_figure_cell(merged[-1]):
+            merged[-1].outputs = [*merged[-1].outputs, *[o for o in cell.outputs if o.get("output_type") != "stream"]]
+        else:
+            merged.append(cell)
+    return merged
 
 
 def add_toc(body: str) -> tuple[str, str]:
@@ -118,12 +188,34 @@ def add_toc(body: str) -> tuple[str, str]:
         return f'<h{level} id="{html.escape(slug, quote=True)}">{text}</h{level}>'
 
     body = HEADING.sub(anchor, body)
-    lines = ["<nav class='toc'><strong>Contents</strong><ul>"]
-    for level, slug, text in items:
-        indent = "" if level == 1 else " style='padding-left:1.2em'"
-        lines.append(f"<li{indent}><a href='#{html.escape(slug, quote=True)}'>{html.escape(text)}</a></li>")
+
+    def link(slug: str, text: str) -> str:
+        return f"<a href='#{html.escape(slug, quote=True)}'>{html.escape(text)}</a>"
+
+    # One entry per notebook, its sections run in after it: a contents page, not three.
+    lines, sections = ["<nav class='toc'><strong>Contents</strong><ul>"], []
+    for level, slug, text in items + [(1, None, None)]:
+        if level == 1:
+            if lines[-1].startswith("<li"):
+                lines[-1] += (": <span class='sections'>" + " · ".join(sections) + "</span>" if sections else "") + "</li>"
+            sections = []
+            if slug is not None:
+                lines.append(f"<li>{link(slug, text)}")
+        else:
+            sections.append(link(slug, text))
     lines.append("</ul></nav>")
     return body, "\n".join(lines)
+
+
+def headline_box(path: Path) -> str:
+    """The study's headline (results.headline, saved by notebook 07) as the report's opening paragraph, if saved."""
+    try:
+        text = json.loads(path.read_text(encoding="utf-8"))["text"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    from helpers.display import _inline  # noqa: PLC0415
+
+    return f"<div class='headline'><strong>What we found.</strong> {_inline(str(text))}</div>"
 
 
 def shown_path(path: Path, root: Path) -> str:
@@ -164,10 +256,12 @@ def render_report(profile: str = "demo", out_dir: Path | None = None, root: Path
                 first = None if path == same[0] else same[0]
                 parts.append(notebook_body(path, run=path.stem.split("-", 1)[-1], first=first))
     body, toc = add_toc("\n<hr/>\n".join(parts))
+    headline = headline_box(out_dir / "tables" / "headline.json")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Deepfake detection study ({profile})</title>"
             f"<style>{STYLE}</style></head><body>"
             f"<p class='meta'>Rendered {time.strftime('%Y-%m-%d %H:%M')} from the executed notebooks of the "
-            f"<code>{profile}</code> profile ({html.escape(shown_path(build_dir, root))}).</p>{toc}{body}</body></html>")
+            f"<code>{profile}</code> profile ({html.escape(shown_path(build_dir, root))}).</p>{headline}{toc}{body}"
+            "</body></html>")
     paths = {"html": out_dir / "report.html"}
     paths["html"].write_text(page, encoding="utf-8")
     if pdf:

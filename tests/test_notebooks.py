@@ -7,13 +7,17 @@ and checks what it promises; a later test needs the earlier ones' outputs.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
+import nbformat
 import pandas as pd
+import papermill
 import pytest
 import yaml
 
-from helpers import demo, pipeline
+from helpers import demo, display, pipeline
 from helpers.notebook import project_root
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
@@ -67,6 +71,23 @@ def project(tmp_path_factory):
     return tmp, tiny_profile(tmp)
 
 
+def demo_videos(tmp: Path) -> int:
+    """How many videos the tiny demo holds (from its metadata.json files)."""
+    return sum(len(json.loads(p.read_text())) for p in (tmp / "data" / "demo" / "videos").rglob("metadata.json"))
+
+
+def committed_versions(path: Path) -> list[tuple[str, str]]:
+    """(where, text) of a notebook as git holds it (HEAD and the index), or the working copy outside git."""
+    relative = path.relative_to(ROOT).as_posix()
+    versions = []
+    if shutil.which("git") and (ROOT / ".git").exists():
+        for where, spec in (("committed", f"HEAD:{relative}"), ("staged", f":{relative}")):
+            shown = subprocess.run(["git", "show", spec], cwd=ROOT, capture_output=True, text=True)
+            if shown.returncode == 0:
+                versions.append((where, shown.stdout))
+    return versions or [("working copy", path.read_text(encoding="utf-8"))]
+
+
 def run(project, notebook: str) -> Path:
     tmp, profile = project
     outputs = pipeline.run_pipeline(str(profile), only=[notebook], out_dir=tmp / "build")
@@ -82,17 +103,75 @@ def test_every_notebook_follows_the_house_rules():
         code = [c for c in nb.cells if c.cell_type == "code"]
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path.name}: {len(tagged)} parameters cells"
-        assert not any(c.outputs for c in code), f"{path.name} is committed with outputs"
         assert not any(line.startswith(("def ", "class ")) for c in code for line in c.source.splitlines()), path.name
         assert pipeline.notebook_parameters(path), f"{path.name}: papermill sees no parameters"
+
+
+def test_no_notebook_is_committed_with_outputs():
+    """Jupyter saves outputs into the file; the nbstrip git filter (make setup) keeps them out of git."""
+    for path in pipeline.list_notebooks(ROOT):
+        for where, text in committed_versions(path):
+            nb = nbformat.reads(text, as_version=4)
+            code = [c for c in nb.cells if c.cell_type == "code"]
+            assert not any(c.outputs for c in code), f"{path.name} is {where} with outputs: run `make setup`"
+            assert not any(c.execution_count for c in code), f"{path.name} is {where} with execution counts"
+            assert "widgets" not in nb.metadata, f"{path.name} is {where} with widget state"
 
 
 def test_01_frame_sampling(project):
     tmp = run(project, "01")
     frames = pd.read_csv(tmp / "data/interim/01_frames/frames.csv")
-    assert (frames.status == "ok").sum() == 16 * 3
+    assert (frames.status == "ok").sum() == demo_videos(tmp) * 3
     assert set(frames.label) == {"REAL", "FAKE"}
     assert (tmp / "figures" / "01_frame_grid.png").exists()
+
+
+def execute_in_notebooks_folder(notebook: str, out: Path, **parameters) -> Path:
+    """Execute one notebook as Jupyter does, with the kernel started in notebooks/ (setup() moves to the root)."""
+    papermill.execute_notebook(str(ROOT / "notebooks" / f"{notebook}.ipynb"), str(out), parameters=parameters,
+                               cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False,
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    return out
+
+
+def outputs_text(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) + str(o.get("evalue", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_01_run_again_with_other_settings_takes_them(project, tmp_path):
+    """The student's path: change FRAMES_PER_VIDEO and STRATEGY, Restart & Run All, and frames.csv has the new frames."""
+    tmp, _ = project
+    videos = str(tmp / "data" / "demo" / "videos")
+    common = {"VIDEOS_DIR": videos, "OUT_DIR": str(tmp_path / "01_frames"), "FIGURES_DIR": str(tmp_path / "figures")}
+    execute_in_notebooks_folder("01_frame_sampling", tmp_path / "first.ipynb", FRAMES_PER_VIDEO=2,
+                                STRATEGY="random", **common)
+    second = execute_in_notebooks_folder("01_frame_sampling", tmp_path / "second.ipynb", FRAMES_PER_VIDEO=3,
+                                         STRATEGY="uniform", **common)
+    frames = pd.read_csv(tmp_path / "01_frames" / "frames.csv")
+    ok = frames[frames.status == "ok"]
+    assert (ok.groupby("video_id").size() == 3).all() and ok.video_id.nunique() == demo_videos(tmp)
+    assert sorted(set(ok.frame_index)) == [1, 4, 6]  # uniform thirds of the demo's 8-frame clips, every video alike
+    settings = json.loads((tmp_path / "01_frames" / "settings.json").read_text())["settings"]
+    assert settings["frames_per_video"] == 3 and settings["strategy"] == "uniform"
+    said = outputs_text(second)
+    assert "FRAMES_PER_VIDEO 2 there, 3 now" in said and "deleted and made again" in said
+
+    # ON_CHANGE = "refuse" (the dfdc profile's choice) stops and names the change; nothing is lost
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        execute_in_notebooks_folder("01_frame_sampling", tmp_path / "refused.ipynb", FRAMES_PER_VIDEO=4,
+                                    STRATEGY="uniform", ON_CHANGE="refuse", **common)
+    assert err.value.ename == "SettingsChanged" and "FRAMES_PER_VIDEO 3 there, 4 now" in err.value.evalue
+    assert pd.read_csv(tmp_path / "01_frames" / "frames.csv").equals(frames)
+
+
+def test_01_without_the_demo_says_make_demo(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        execute_in_notebooks_folder("01_frame_sampling", tmp_path / "missing.ipynb", VIDEOS_DIR=str(tmp_path / "none"),
+                                    OUT_DIR=str(tmp_path / "out"), FIGURES_DIR=str(tmp_path / "figures"))
+    assert err.value.ename == "MissingInput" and "make demo" in err.value.evalue
+    assert len(err.value.traceback) == 1  # the message, not three frames of helpers code
 
 
 def test_02_face_cropping(project):
@@ -147,12 +226,43 @@ def test_07_results(project):
     assert board.run.iloc[-1] == "majority-class baseline"
 
 
+def displayed_html(path: Path) -> list[str]:
+    """The HTML of every displayed output (tables, markdown rendered as HTML by nbconvert aside) of a notebook."""
+    nb = nbformat.read(path, as_version=4)
+    return [str(o["data"]["text/html"]) for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if o.get("output_type") in ("display_data", "execute_result") and "text/html" in o.get("data", {})]
+
+
+def test_no_displayed_table_is_wide_or_holds_an_absolute_path(project):
+    tmp, _ = project
+    executed = sorted((tmp / "build").glob("*.ipynb"))
+    assert len(executed) >= 8, "run after the notebook tests"
+    for path in executed:
+        for page in displayed_html(path):
+            if "<table" not in page:
+                continue
+            assert display.widest_table(page) <= display.MAX_COLUMNS, f"{path.name}: a table of " \
+                f"{display.widest_table(page)} columns:\n{page[:600]}"
+            absolute = [cell for cell in display.table_cells(page) if display.is_absolute_path(cell)]
+            assert not absolute and str(tmp) not in page, f"{path.name}: absolute paths {absolute[:3]}"
+        text = outputs_text(path)
+        assert "Empty DataFrame" not in text, f"{path.name} shows an empty table without saying what empty means"
+        assert "<NA>" not in text and "{'" not in "".join(displayed_html(path)), f"{path.name} shows raw values"
+
+
 def test_report_renders_every_figure_and_table(project):
     from helpers import report
 
     tmp, _ = project
     paths = report.render_report("tiny", out_dir=tmp / "report", build_dir=tmp / "build")
     page = paths["html"].read_text()
+    assert display.widest_table(page) <= display.MAX_COLUMNS
+    absolute = [cell for cell in display.table_cells(page) if display.is_absolute_path(cell)]
+    assert not absolute, f"absolute paths in the report's tables: {absolute[:3]}"
+    assert str(tmp) not in page
+    # notebook 05 ran once per ResNet: its introduction appears once, each run under its own heading
+    assert page.count("The first course study also fine-tuned") == 1
+    assert "Run <code>resnet50</code>" in page and "Run <code>resnet101</code>" in page
     for heading in ("Leaderboard", "Beside the original studies", "ROC curves", "Training curves",
                     "The crop study", "Calibration", "Where do the models look", "right and wrong",
                     "Appendix", "01 · Frame sampling", "03 · "):
@@ -163,6 +273,6 @@ def test_report_renders_every_figure_and_table(project):
     from pypdf import PdfReader
 
     pdf = PdfReader(paths["pdf"])
-    assert len(pdf.pages) >= 5
+    assert 5 <= len(pdf.pages) < 20, f"{len(pdf.pages)} A4 pages"
     text = " ".join(page.extract_text() for page in pdf.pages[:3])
     assert "Leaderboard" in text
