@@ -226,7 +226,9 @@ class Predictor:
         self.threads = threads or cpu_count()
         set_torch_threads(self.threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model.to(self.device)
+        # channels_last: oneDNN runs the CNNs' convolutions faster in NHWC (ResNet50 -23%, Meso4 -45% CPU time
+        # for 32 faces here; the ViT is unchanged); logits move by float noise (~1e-5).
+        self.model.to(self.device, memory_format=torch.channels_last)
         model_seconds = time.perf_counter() - started
         fs = self.face_settings
         if detector is None or isinstance(detector, str):
@@ -331,7 +333,7 @@ class Predictor:
         """Fake probability of each face (one batch, calibrated); a None face is the whole image (warm-up only)."""
         crops = [self.crop(image, face) if face is not None else fit_square(image, self.image_size)
                  for image, face in zip(images, faces)]
-        batch = torch.stack([to_tensor(c) for c in crops])
+        batch = torch.stack([to_tensor(c) for c in crops]).contiguous(memory_format=torch.channels_last)
         logits = predict_logits(self.model, [(batch, None, None)], self.device)
         return self.probabilities(logits)
 
