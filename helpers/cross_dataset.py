@@ -50,13 +50,17 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+# Before torch loads OpenMP (no effect once it has), as helpers.predict does: idle OpenMP threads otherwise
+# spin between the many small batches of scoring and detection, and on busy cores that costs CPU time.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from helpers import frames as FR
-from helpers import layouts
-from helpers import metrics as M
-from helpers.manifest import SettingsChanged, fingerprint, notice, stable_hash
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from helpers import frames as FR  # noqa: E402
+from helpers import layouts  # noqa: E402
+from helpers import metrics as M  # noqa: E402
+from helpers.manifest import SettingsChanged, fingerprint, notice, stable_hash  # noqa: E402
 
 COLUMNS = ["run", "dataset", "method", "level", "n_videos", "n_faces", "auc", "auc_low", "auc_high", "log_loss",
            "eer", "ap", "tpr_at_1fpr", "balanced_accuracy", "threshold", "n_real_videos", "n_fake_videos", "unit",
@@ -697,7 +701,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def make_external_demo(out_dir: str | Path, identities: int = 10, seed: int = 1, frames: int = 8, size: int = 160,
+def make_external_demo(out_dir: str | Path, identities: int = 8, seed: int = 1, frames: int = 4, size: int = 160,
                        compression: str = "c23") -> Path:
     """Build (or reuse) a small external set offline: a second demo dataset laid out as a FaceForensics++ tree.
 
@@ -706,7 +710,10 @@ def make_external_demo(out_dir: str | Path, identities: int = 10, seed: int = 1,
     training demo's 0). Its files are re-laid as original_sequences/youtube/<compression>/videos/<id>.mp4
     and manipulated_sequences/<difficulty>-<recipe>/<compression>/videos/<target>_<source>.mp4, with
     splits/test.json listing every pair (the whole set is a test set). `out_dir/external_demo.json` records
-    the arguments; a later call with the same ones reuses the tree. Returns `out_dir`.
+    the arguments; a later call with the same ones reuses the tree. Returns `out_dir`. The defaults make
+    48 videos of 4 frames (8 REAL, 8 per recipe): with notebook 08's FRAMES_PER_VIDEO 32 every frame is
+    scored, 192 frames, so the demo's cross-dataset step takes seconds per run (the build about 10 s,
+    most of it TensorFlow loading in the child).
     """
     out_dir = Path(out_dir)
     layouts.check_compression(compression)
