@@ -157,28 +157,20 @@ def test_scores_are_the_runs_platt_calibrated_logits(tmp_path):
 
 
 def test_the_shortcut_is_reapplied_exactly_as_fitted(tmp_path):
-    crops = face_crops(tmp_path / "crops", n=12)
-    features = shortcut.features_table(crops, progress=False)
-    columns = list(shortcut.IMAGE_FEATURES)
-    model = shortcut.make_model(1.0).fit(features[columns].to_numpy(), (crops.label == "FAKE").to_numpy())
-    run_dir = tmp_path / "runs" / "shortcut"
-    run_dir.mkdir(parents=True)
-    pd.DataFrame({"face_path": crops.face_path, "label": crops.label, "split": "train", **features}).to_csv(
-        run_dir / "features.csv", index=False)
-    regression = model[-1]
-    (run_dir / "metrics.json").write_text(json.dumps({
-        "coefficients": dict(zip(columns, regression.coef_[0].tolist())), "intercept": float(regression.intercept_[0]),
-        "calibration": {"method": "platt", "slope": 1.0, "intercept": 0.0}, "threshold": {"value": 0.5}}))
-    (run_dir / "config.json").write_text(json.dumps({"model": "shortcut", "run_name": "shortcut", "features": columns,
-                                                     "face_settings": FACE_SETTINGS}))
-    (run_dir / "history.csv").write_text("epoch\n0\n")
-    (run_dir / "predictions.csv").write_text("video_id,label,split,prob_fake\n")
-    (run,), _ = X.scorable_runs(tmp_path / "runs")
-    assert run.kind == "shortcut"
-    fresh = face_crops(tmp_path / "other", n=6, seed=3)
-    logits = X.shortcut_logits(run, fresh)
-    expected = model.decision_function(shortcut.features_table(fresh, progress=False)[columns].to_numpy())
-    assert np.allclose(logits, expected)
+    from tests.test_datasets import make_split
+
+    split_csv = make_split(tmp_path / "faces")
+    run_dir = shortcut.fit_and_test(split_csv, tmp_path / "runs", n_boot=20, progress=False)
+    (run,), table = X.scorable_runs(tmp_path / "runs")
+    assert run.kind == "shortcut" and table.scored.tolist() == ["yes"]
+    split = pd.read_csv(split_csv)
+    test = split[split.split == "test"].reset_index(drop=True)
+    fitted = pd.read_csv(run_dir / "predictions.csv")
+    fitted = fitted[fitted.split == "test"].reset_index(drop=True)
+    assert list(fitted.face_path) == list(test.face_path)
+    assert np.allclose(X.shortcut_logits(run, test), fitted.logit, atol=1e-9)
+    scored = X.score_faces(run, test)
+    assert np.allclose(scored.prob_fake, fitted.prob_fake, atol=1e-9)  # the same Platt fit as its own test scores
 
 
 # --- tables and figures ---------------------------------------------------------------------------------------
