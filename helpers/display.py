@@ -312,3 +312,15 @@ def counts(mapping: Mapping | None, unit: str = "in") -> str:
     if not mapping:
         return MISSING_TEXT
     return ", ".join(f"{_cell(value)} {unit} {key}" for key, value in mapping.items())
+
+
+def where(frame: pd.DataFrame, **values) -> pd.DataFrame:
+    """The rows whose index level or column `name` equals `value`, for each name=value; a name the frame lacks
+    (a one-row note in place of a table, say) filters nothing."""
+    keep = pd.Series(True, index=frame.index)
+    for name, value in values.items():
+        if name in (frame.index.names or []):
+            keep &= frame.index.get_level_values(name) == value
+        elif name in frame.columns:
+            keep &= frame[name].to_numpy() == value
+    return frame[keep.to_numpy()]

@@ -1,7 +1,10 @@
 """Render the executed notebooks of a profile into report/report.html and report/report.pdf.
 
 The reader never sees code: inputs are hidden, figures are embedded, and a table of contents is built
-from the notebooks' headings. Everything is offline (our own stylesheet, no scripts from a CDN); the
+from the notebooks' headings. A code cell tagged `report-skip` (a table the results section shows for
+every run, say) is left out of the report; Jupyter still shows it. A notebook the profile runs several
+times (05, once per ResNet) is introduced once; paragraphs that tell the notebook's user where files go
+or what a rerun does (NOTEBOOK_ONLY) are left out. Everything is offline (our own stylesheet, no scripts from a CDN); the
 PDF comes from WeasyPrint, which needs neither LaTeX nor a browser.
 """
 from __future__ import annotations
@@ -86,6 +89,7 @@ def heading_lines(source: str) -> str:
     return "\n".join(line for line in source.splitlines() if line.startswith("#"))
 
 
+REPORT_SKIP = "report-skip"  # a cell tag: Jupyter shows the cell, the report leaves it out
 # Paragraphs written for the person running the notebook (where its files go, what a re-run does): the
 # report's reader needs the results and how they were made, not how to operate the notebook.
 NOTEBOOK_ONLY = ("**Where files go.**", "**Changing a parameter.**", "**Running again with another setting.**")
@@ -132,6 +136,7 @@ def notebook_body(path: Path, run: str | None = None, first=None) -> str:
     from nbconvert import HTMLExporter  # noqa: PLC0415 - slow import
 
     nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if REPORT_SKIP not in c.get("metadata", {}).get("tags", [])]
     if run is not None:
         shape_runs(nb, run, nbformat.read(first, as_version=4) if first is not None else None)
     for cell in nb.cells:

@@ -6,6 +6,7 @@ and checks what it promises; a later test needs the earlier ones' outputs.
 """
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ SHRINK = {
     "05_resnet": {"IMAGE_SIZE": 32, "EPOCHS": 1, "N_BOOT": 100},
     "06_crop_study": {"MODELS": ["meso4", "resnet50"], "IMAGE_SIZE": 32, "EPOCHS": 1, "N_BOOT": 100},
     "07_results": {"N_EXPLAIN": 4, "N_BAND_FACES": 8},
+    "08_cross_dataset": {"FRAMES_PER_VIDEO": 2, "MAX_VIDEOS_PER_METHOD": 2, "N_BOOT": 100},
 }
 
 
@@ -48,15 +50,17 @@ def tiny_profile(tmp: Path) -> Path:
     blocks = yaml.safe_load((ROOT / "params" / "demo.yaml").read_text())
     declared = {p.stem: pipeline.notebook_parameters(p) for p in pipeline.list_notebooks(ROOT)}
     out = {}
-    for name, block in blocks.items():
+    for name in declared:  # every notebook, also one the profile leaves to its defaults
+        block = blocks.get(name, {})
         runs = block if isinstance(block, list) else [block]
         shrunk = []
         for params in runs:
             params = {k: relocate(v, tmp) for k, v in params.items()}
             params.update({k: v for k, v in SHRINK.get(name, {}).items() if k in declared[name]})
-            for key in ("FIGURES_DIR", "TABLES_DIR"):
-                if key in declared[name] and key not in params:
-                    params[key] = relocate(declared[name][key]["default"].strip("\"'"), tmp)
+            for key, spec in declared[name].items():  # no default path may point into the real project
+                default = ast.literal_eval(spec["default"])
+                if key not in params and relocate(default, tmp) != default:
+                    params[key] = relocate(default, tmp)
             shrunk.append(params)
         out[name] = shrunk if isinstance(block, list) else shrunk[0]
     path = tmp / "tiny.yaml"
@@ -231,6 +235,12 @@ def displayed_html(path: Path) -> list[str]:
     nb = nbformat.read(path, as_version=4)
     return [str(o["data"]["text/html"]) for c in nb.cells if c.cell_type == "code" for o in c.outputs
             if o.get("output_type") in ("display_data", "execute_result") and "text/html" in o.get("data", {})]
+
+
+def test_08_cross_dataset(project):
+    tmp = run(project, "08")
+    assert (tmp / "report/tables/08_cross_dataset.csv").exists()
+    assert (tmp / "figures" / "08_heatmap.png").exists()
 
 
 def test_no_displayed_table_is_wide_or_holds_an_absolute_path(project):
