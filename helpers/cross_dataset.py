@@ -466,13 +466,6 @@ def evaluate(runs: list[ScoredRun], roots, out_dir: str | Path, layout: str = "a
     return CrossDataset(frame, predictions, datasets, skipped_, notes)
 
 
-def skipped_items(study: "CrossDataset", n: int = 20) -> pd.DataFrame:
-    """The first `n` items that gave no frame, with status and reason (a one-row note when there are none)."""
-    if study.skipped.empty:
-        return pd.DataFrame({"Note": ["every listed item of the kept videos gave frames: nothing was skipped"]})
-    return study.skipped.head(n)
-
-
 def dataset_summary(dataset: Dataset, faces: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per method of one dataset: videos listed, kept (split, budget), sampled, with a face (per crop key)."""
     def by_method(table: pd.DataFrame) -> pd.Series:
@@ -494,15 +487,17 @@ def dataset_summary(dataset: Dataset, faces: dict[str, pd.DataFrame]) -> pd.Data
 
 # --- tables and figures -------------------------------------------------------------------------------------
 
+DISPLAY_COLUMNS = ["n_videos", "n_faces", "AUC", "log_loss", "eer", "ap", "tpr_at_1fpr", "balanced_accuracy"]
+
+
 def display_table(table: pd.DataFrame, level: str = "video") -> pd.DataFrame:
-    """The table at one level for reading: AUC with its interval in one cell, the rest rounded."""
+    """The table at one level for reading, indexed by run, dataset and method: AUC with its interval in one cell.
+
+    The interval's unit and count are left to the dataset table (one per dataset); empty when nothing was scored.
+    """
     part = table[table.level == level]
-    if part.empty:
-        return pd.DataFrame({"Note": ["no external dataset was scored"]})
     shown = part.assign(AUC=[_interval(a, lo, hi) for a, lo, hi in zip(part.auc, part.auc_low, part.auc_high)])
-    keep = ["run", "dataset", "method", "n_videos", "n_faces", "AUC", "log_loss", "eer", "ap", "tpr_at_1fpr",
-            "balanced_accuracy", "unit", "n_units"]
-    return shown[keep].round(3).set_index(["run", "dataset", "method"])
+    return shown[["run", "dataset", "method", *DISPLAY_COLUMNS]].round(3).set_index(["run", "dataset", "method"])
 
 
 def unit_plural(unit: str) -> str:
@@ -647,7 +642,7 @@ def summary_text(study: CrossDataset, runs: list[ScoredRun]) -> str:
     table = study.table
     if table.empty:
         reason = "; ".join(study.notes) or "EXTERNAL_DIRS is empty and no demo set was asked for"
-        return f"No external dataset was scored ({reason}), so this notebook has no cross-dataset numbers."
+        return _relative(f"No external dataset was scored ({reason}), so this notebook has no cross-dataset numbers.")
     text, chosen = [], chosen_run(runs)
     by_run = {r.name: r for r in runs}
     video = table[(table.level == "video") & (table.method == ALL)]
@@ -679,7 +674,14 @@ def summary_text(study: CrossDataset, runs: list[ScoredRun]) -> str:
                         f"{_interval(row.auc, row.auc_low, row.auc_high)}: how far the training data's shortcut travels.")
     if study.notes:
         text.append("Notes: " + "; ".join(study.notes) + ".")
-    return " ".join(text)
+    return _relative(" ".join(text))
+
+
+def _relative(text: str) -> str:
+    """`text` with absolute paths written relative to the project (what the report may show)."""
+    from helpers import display  # noqa: PLC0415
+
+    return display.ABSOLUTE_PATH.sub(lambda m: display.relative_path(m.group(0)), text)
 
 
 # --- the demo's external set ----------------------------------------------------------------------------------

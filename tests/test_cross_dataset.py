@@ -186,7 +186,10 @@ def test_tables_and_figures_from_a_table_and_from_nothing(tmp_path):
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["A", "B", "all"]
     assert X.heatmap(table.iloc[:0]) is not None
-    assert "no external dataset" in X.display_table(table.iloc[:0]).Note[0]
+    assert X.display_table(table.iloc[:0]).empty
+    shown = X.display_table(table, "frame")
+    assert shown.index.names == ["run", "dataset", "method"] and len(shown.columns) + 3 <= 12  # fits a page
+    assert shown.AUC.str.match(r"^0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]$").all()
     run = X.ScoredRun("meso4-full-s0", tmp_path, "network", {"model": "meso4", "image_size": 32}, {"val": {"frame": {"auc": 0.7}}},
                       FACE_SETTINGS, "test", None, 0.5, 0.7)
     comparison = X.published_table(table, [run], "the demo")
