@@ -9,7 +9,8 @@ helpers.layouts (FaceForensics++, Celeb-DF, DFDC, real/fake folders) and, for ea
    and FF++'s actors are in none); at most MAX_VIDEOS_PER_METHOD videos per method (REAL counts as the
    method "real"; fakes of the kept originals first), and stray items are kept as their own rows;
 2. samples FRAMES_PER_VIDEO frames per video (uniform by default, as notebook 03's eval.csv and
-   helpers.predict do) into OUT_DIR/<dataset>/frames (resumable; other settings redo it);
+   helpers.predict do) into OUT_DIR/<dataset>/frames (resumable; other settings are redone or refused
+   as ON_CHANGE says, like notebooks 01 and 02);
 3. detects faces once per distinct crop setting among the runs (a run's config.json "face_settings",
    notebook 02's settings.json; the shortcut baseline's from its split), into
    OUT_DIR/<dataset>/faces-<hash>: the run's crop (FACE_SIZE, MARGIN, MIN_CONFIDENCE, detector ...),
@@ -60,7 +61,7 @@ import pandas as pd  # noqa: E402
 from helpers import frames as FR  # noqa: E402
 from helpers import layouts  # noqa: E402
 from helpers import metrics as M  # noqa: E402
-from helpers.manifest import SettingsChanged, fingerprint, notice, stable_hash  # noqa: E402
+from helpers.manifest import fingerprint, notice, stable_hash  # noqa: E402
 
 COLUMNS = ["run", "dataset", "method", "level", "n_videos", "n_faces", "auc", "auc_low", "auc_high", "log_loss",
            "eer", "ap", "tpr_at_1fpr", "balanced_accuracy", "threshold", "n_real_videos", "n_fake_videos", "unit",
@@ -219,36 +220,32 @@ def select_per_method(videos: pd.DataFrame, limit: int, seed: int = 0) -> pd.Dat
     return videos.loc[sorted(set(chosen) | set(videos.index[videos.status != "ok"]))]
 
 
-def _redo_if_changed(stage, *args, **kwargs):
-    """Run a resumable stage; results made under other settings in its folder are derived data: redo them."""
-    try:
-        return stage(*args, **kwargs)
-    except SettingsChanged:
-        return stage(*args, **kwargs, fresh=True)
-
-
 def crop_key(settings: dict) -> str:
     """The extraction folder's key: the crop settings, with every face detected on its own frame."""
     return fingerprint({**settings, "keep": "all", "reuse_original_boxes": False})[:10]
 
 
-def _extract(frames_csv: str, out_dir: str, settings: dict, device: str, workers: int) -> pd.DataFrame:
+def _extract(frames_csv: str, out_dir: str, settings: dict, device: str, workers: int, on_change: str) -> pd.DataFrame:
     from helpers import faces  # noqa: PLC0415
+    from helpers.notebook import redo_on_change  # noqa: PLC0415
 
     kwargs = {**settings, "keep": "all", "reuse_original_boxes": False}
-    return _redo_if_changed(faces.extract_faces, frames_csv, out_dir, workers=workers, device=device,
-                            allow_empty=True, **kwargs)
+    return redo_on_change(faces.extract_faces, frames_csv, out_dir, on_change=on_change, workers=workers,
+                          device=device, allow_empty=True, **kwargs)
 
 
-def detect_faces(frames_csv: Path, out_dir: Path, settings: dict, device: str = "", workers: int = 1) -> pd.DataFrame:
+def detect_faces(frames_csv: Path, out_dir: Path, settings: dict, device: str = "", workers: int = 1,
+                 on_change: str = "redo") -> pd.DataFrame:
     """faces.csv for a dataset's frames with one run's crop settings (every face, detected on each frame itself).
 
-    "mtcnn-tf" runs in a child process: TensorFlow next to torch in one process can segfault.
+    on_change: what a folder holding faces of other settings gets (helpers.notebook.redo_on_change: "redo"
+    remakes them, "refuse" stops naming the settings). "mtcnn-tf" runs in a child process: TensorFlow next
+    to torch in one process can segfault.
     """
     if settings.get("detector") == "mtcnn-tf":
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return pool.submit(_extract, str(frames_csv), str(out_dir), settings, device, workers).result()
-    return _extract(str(frames_csv), str(out_dir), settings, device, workers)
+            return pool.submit(_extract, str(frames_csv), str(out_dir), settings, device, workers, on_change).result()
+    return _extract(str(frames_csv), str(out_dir), settings, device, workers, on_change)
 
 
 @dataclass
@@ -268,8 +265,10 @@ class Dataset:
 
 def prepare_dataset(root: str | Path, out_dir: str | Path, layout: str = "auto", compression: str = "c23",
                     split: str = "test", frames_per_video: int = 32, max_videos_per_method: int = 0,
-                    strategy: str = "uniform", seed: int = 447, workers: int = 1) -> Dataset:
+                    strategy: str = "uniform", seed: int = 447, workers: int = 1, on_change: str = "redo") -> Dataset:
     """List, select and sample one dataset root into out_dir/<dataset>/frames (see the module docstring)."""
+    from helpers.notebook import redo_on_change  # noqa: PLC0415
+
     if split not in SPLITS:
         raise ValueError(f"SPLIT must be one of {', '.join(repr(s) for s in SPLITS)}, got {split!r}")
     root = Path(root)
@@ -277,17 +276,20 @@ def prepare_dataset(root: str | Path, out_dir: str | Path, layout: str = "auto",
     name = str(listed.dataset.dropna().iloc[0]) if listed.dataset.notna().any() else root.name
     videos = select_per_method(keep_split(listed, split), max_videos_per_method, seed)
     folder = Path(out_dir) / slug(name)
-    sampled = _redo_if_changed(FR.sample_frames, root, folder / "frames", frames_per_video=frames_per_video,
-                               strategy=strategy, seed=seed, workers=workers, videos=videos, allow_empty=True)
+    sampled = redo_on_change(FR.sample_frames, root, folder / "frames", on_change=on_change,
+                             frames_per_video=frames_per_video, strategy=strategy, seed=seed, workers=workers,
+                             videos=videos, allow_empty=True)
     return Dataset(root, name, listed.attrs["layout"], videos, listed, sampled)
 
 
-def faces_for(dataset: Dataset, out_dir: str | Path, settings: dict, device: str = "", workers: int = 1) -> pd.DataFrame:
+def faces_for(dataset: Dataset, out_dir: str | Path, settings: dict, device: str = "", workers: int = 1,
+              on_change: str = "redo") -> pd.DataFrame:
     """The usable faces of `dataset` cut with `settings` (extracted once per crop key), with the listing's columns."""
     key = crop_key(settings)
     if key not in dataset.faces:
         folder = Path(out_dir) / slug(dataset.name)
-        table = detect_faces(folder / "frames" / "frames.csv", folder / f"faces-{key}", settings, device, workers)
+        table = detect_faces(folder / "frames" / "frames.csv", folder / f"faces-{key}", settings, device, workers,
+                             on_change)
         ok = table[table.status == "ok"].copy()
         extra = [c for c in layouts.EXTRA_COLUMNS if c in dataset.frames.columns]
         meta = dataset.frames.drop_duplicates("frame_path").set_index("frame_path")[extra]
@@ -424,8 +426,17 @@ class CrossDataset:
 
 def evaluate(runs: list[ScoredRun], roots, out_dir: str | Path, layout: str = "auto", compression: str = "c23",
              split: str = "test", frames_per_video: int = 32, max_videos_per_method: int = 0, strategy: str = "uniform",
-             seed: int = 447, n_boot: int = 1000, device: str = "", workers: int = 1, batch_size: int = 64) -> CrossDataset:
-    """Score every run on every dataset root (see the module docstring); writes nothing but the stages' folders."""
+             seed: int = 447, n_boot: int = 1000, device: str = "", workers: int = 1, batch_size: int = 64,
+             on_change: str = "redo") -> CrossDataset:
+    """Score every run on every dataset root (see the module docstring); writes nothing but the stages' folders.
+
+    on_change: what frames or faces of other settings already under out_dir get: "redo" (remade) or
+    "refuse" (SettingsChanged naming them), as notebooks 01 and 02's ON_CHANGE.
+    """
+    from helpers.notebook import ON_CHANGE  # noqa: PLC0415
+
+    if on_change not in ON_CHANGE:
+        raise ValueError(f"ON_CHANGE must be one of {ON_CHANGE}, got {on_change!r}")
     notes, summaries, skipped, table, predictions = [], [], [], [], {}
     if not runs:
         notes.append("no run can be scored: train with notebooks 03-06 first")
@@ -436,7 +447,7 @@ def evaluate(runs: list[ScoredRun], roots, out_dir: str | Path, layout: str = "a
             continue
         try:
             dataset = prepare_dataset(root, out_dir, layout, compression, split, frames_per_video,
-                                      max_videos_per_method, strategy, seed, workers)
+                                      max_videos_per_method, strategy, seed, workers, on_change)
         except layouts.LayoutError as err:  # one misread root must not cost the others their numbers
             notes.append(f"{root} skipped: {err}")
             continue
@@ -444,7 +455,7 @@ def evaluate(runs: list[ScoredRun], roots, out_dir: str | Path, layout: str = "a
         skipped.append(stray.assign(dataset=dataset.name)[["dataset", "part", "video_id", "status", "reason"]])
         per_key: dict[str, pd.DataFrame] = {}
         for run in runs if len(FR.usable(dataset.frames)) else []:
-            faces = faces_for(dataset, out_dir, run.face_settings, device, workers)
+            faces = faces_for(dataset, out_dir, run.face_settings, device, workers, on_change)
             per_key[crop_key(run.face_settings)] = faces
             if dataset.units is None:
                 dataset.units, dataset.unit = bootstrap_units(dataset.videos, set(faces.video_id))

@@ -266,3 +266,21 @@ def test_the_chosen_run_is_the_networks_best_validation_auc_and_leads_the_summar
     text = X.summary_text(study, runs)
     assert "The network chosen on validation, b, reaches" in text and "against 0.910 on its own test split" in text
     assert "The shortcut baseline (shortcut" in text and "best on A" in text
+
+
+def test_frames_of_other_settings_are_redone_or_refused_as_on_change_says(tmp_path):
+    from helpers.manifest import SettingsChanged
+
+    root = tmp_path / "set"
+    for label in ("real", "fake"):
+        (root / label).mkdir(parents=True)
+        for i in range(2):
+            assert cv2.imwrite(str(root / label / f"{i}.png"), np.full((20, 20, 3), 60 + 90 * (label == "fake"), np.uint8))
+    first = X.prepare_dataset(root, tmp_path / "out", frames_per_video=2, seed=1)
+    assert len(frames.usable(first.frames)) == 4 and first.layout == "folders"
+    with pytest.raises(SettingsChanged, match="SEED 1 there, 2 now"):
+        X.prepare_dataset(root, tmp_path / "out", frames_per_video=2, seed=2, on_change="refuse")
+    again = X.prepare_dataset(root, tmp_path / "out", frames_per_video=2, seed=2)  # "redo": made again
+    assert len(frames.usable(again.frames)) == 4
+    with pytest.raises(ValueError, match="ON_CHANGE must be one of"):
+        X.evaluate([], [root], tmp_path / "out", on_change="keep")
