@@ -245,7 +245,8 @@ def test_settings_json_schema_and_readers(videos, tmp_path, shared_detector):
     settings = faces.read_settings(tmp_path / "faces" / "faces.csv")
     assert settings == {"face_size": 32, "margin": 1.3, "min_confidence": 0.9, "detect_max_side": 0,
                         "min_face_size": 20, "scale_factor": 0.709, "keep": "largest",
-                        "regions": ["eyes", "lower", "eyes_lower"], "reuse_original_boxes": True, "jpeg_quality": 95}
+                        "regions": ["eyes", "lower", "eyes_lower"], "reuse_original_boxes": True, "jpeg_quality": 95,
+                        "detector": "mtcnn-torch"}
     # the same settings, as keyword arguments, crop the same way elsewhere
     again = faces.extract_faces(frames_csv, tmp_path / "again", **settings)
     assert again.x.tolist() == faces.read_faces_manifest(tmp_path / "faces" / "faces.csv").x.tolist()
