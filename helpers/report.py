@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 
+from helpers.display import MAX_COLUMNS
 from helpers.notebook import project_root
 from helpers.pipeline import list_notebooks
 
@@ -41,6 +42,7 @@ nav.toc li { margin: .25em 0; } nav.toc .sections { font-size: 90%; color: #555;
 td { word-break: break-word; }
 .readable-table p { margin: .8em 0 .2em; }
 .readable-table em { color: #555; }
+td.more { text-align: left; font-style: italic; color: #555; }
 table.readable td:first-child, table.readable th { text-align: left; }
 blockquote { border-left: 3px solid #bbb; margin: .6em 0; padding: .1em 1em; color: #333; }
 @page { size: A4; margin: 1.1cm 1.2cm; @bottom-right { content: counter(page) " / " counter(pages); font-size: 8pt;
@@ -51,7 +53,7 @@ blockquote { border-left: 3px solid #bbb; margin: .6em 0; padding: .1em 1em; col
   h1 { font-size: 15pt; margin-top: 1.2em; } h2 { font-size: 11.5pt; margin: 1em 0 .3em; }
   h3 { font-size: 10pt; margin: .8em 0 .2em; } p { margin: .35em 0; } ul { margin: .3em 0; }
   table { font-size: 7pt; width: 100%; } th, td { padding: 1px 3px; word-break: normal; }
-  img { max-height: 6.5cm; max-width: 100%; width: auto; image-resolution: 150dpi; }
+  img { max-height: 6cm; max-width: 100%; width: auto; image-resolution: 150dpi; }
   .output_area.figure { display: inline-block; vertical-align: top; margin: 0 .5em .3em 0; max-width: 100%; }
   .output_area.figure .readable-table.narrow { width: 8.6cm; }
   .anchor-link { display: none; }
@@ -62,6 +64,9 @@ blockquote { border-left: 3px solid #bbb; margin: .6em 0; padding: .1em 1em; col
 
 INTERVAL_CELL = re.compile(r"(?<=<td>)-?\d+(?:\.\d+)? \[-?\d+(?:\.\d+)?, -?\d+(?:\.\d+)?\](?=</td>)")
 NARROW_AREA = re.compile(r'<div class="output_area">(\s*<div class="output_html[^"]*">\s*<div class=\'readable-table narrow\'>)')
+ANCHOR_LINK = re.compile(r'<a class="anchor-link" href="[^"]*">¶</a>')
+TBODY = re.compile(r"<tbody>.*?</tbody>", re.S)
+MAX_TABLE_ROWS = 14  # a longer table is a dump, not something a reader reads on paper
 HEADING = re.compile(r"<h([12])([^>]*)>(.*?)</h\1>", re.S)
 
 
@@ -124,6 +129,17 @@ def shape_runs(nb, run: str, first=None) -> None:
         if cell.source in shown:
             cell.source = heading_lines(cell.source)
         cell.source = demote_headings(cell.source)
+    # A heading left with nothing under it before the next one (its cells were report-skip) goes too.
+    kept = []
+    for i, cell in enumerate(nb.cells):
+        following = next((c for c in nb.cells[i + 1:]
+                          if REPORT_SKIP not in c.get("metadata", {}).get("tags", [])), None)
+        bare = cell.cell_type == "markdown" and cell is not intro and cell.source.strip() \
+            and all(line.startswith("#") for line in cell.source.strip().splitlines())
+        if bare and (following is None or following.cell_type == "markdown"):
+            continue
+        kept.append(cell)
+    nb.cells = kept
     label = f"## Run `{run}`"
     if first is None:
         intro.source = intro.source + "\n\n" + label
@@ -131,12 +147,17 @@ def shape_runs(nb, run: str, first=None) -> None:
         intro.source = label + "\n\nThe same steps as the first run above, for this run's settings."
 
 
-def notebook_body(path: Path, run: str | None = None, first=None) -> str:
-    """One executed notebook as HTML without inputs, prompts or stderr (`run`, `first`: see shape_runs)."""
+def notebook_body(path: Path, run: str | None = None, first=None, appendix: bool = False) -> str:
+    """One executed notebook as HTML without inputs, prompts or stderr (`run`, `first`: see shape_runs).
+
+    In the `appendix` (every notebook but 07), a closing "## Summary" cell is left out.
+    """
     from nbconvert import HTMLExporter  # noqa: PLC0415 - slow import
 
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if REPORT_SKIP not in c.get("metadata", {}).get("tags", [])]
+    if appendix and nb.cells and nb.cells[-1].cell_type == "markdown" and nb.cells[-1].source.startswith("## Summary"):
+        nb.cells = nb.cells[:-1]  # a step's closing words say which files it left and what runs next: notebook matters
     if run is not None:
         shape_runs(nb, run, nbformat.read(first, as_version=4) if first is not None else None)
     for cell in nb.cells:
@@ -150,12 +171,24 @@ def notebook_body(path: Path, run: str | None = None, first=None) -> str:
     exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb)
+    body = ANCHOR_LINK.sub("", body)  # the pilcrow links point at ids nbconvert escapes differently: dead in a PDF
+    body = TBODY.sub(shorten_tbody, body)
     # An interval "0.812 [0.781, 0.840]" in a table cell never breaks over two lines.
     body = INTERVAL_CELL.sub(lambda m: m.group(0).replace(" ", "&nbsp;"), body)
     # Figures and narrow tables flow side by side where they fit (the CSS makes these inline blocks).
     body = body.replace('<div class="output_area">\n<div class="output_png output_subarea">',
                         '<div class="output_area figure">\n<div class="output_png output_subarea">')
     return NARROW_AREA.sub(r'<div class="output_area figure">\1', body)
+
+
+def shorten_tbody(match: re.Match) -> str:
+    """A table body of more than MAX_TABLE_ROWS rows cut to that many, saying how many more the notebook holds."""
+    rows = re.findall(r"<tr.*?</tr>", match.group(0), flags=re.S)
+    if len(rows) <= MAX_TABLE_ROWS:
+        return match.group(0)
+    more = (f"<tr><td class='more' colspan='{MAX_COLUMNS}'>… {len(rows) - MAX_TABLE_ROWS} more rows in the executed "
+            "notebook and its CSV table</td></tr>")
+    return "<tbody>" + "".join(rows[:MAX_TABLE_ROWS]) + more + "</tbody>"
 
 
 def is_figure_cell(cell) -> bool:
@@ -256,10 +289,10 @@ def render_report(profile: str = "demo", out_dir: Path | None = None, root: Path
         for path in steps:
             same = copies[path.stem.split("-")[0]]
             if len(same) == 1:
-                parts.append(notebook_body(path))
+                parts.append(notebook_body(path, appendix=True))
             else:  # one introduction for a notebook that ran several times
                 first = None if path == same[0] else same[0]
-                parts.append(notebook_body(path, run=path.stem.split("-", 1)[-1], first=first))
+                parts.append(notebook_body(path, run=path.stem.split("-", 1)[-1], first=first, appendix=True))
     body, toc = add_toc("\n<hr/>\n".join(parts))
     headline = headline_box(out_dir / "tables" / "headline.json")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Deepfake detection study ({profile})</title>"
