@@ -200,7 +200,9 @@ def settings(mapping: Mapping, note: str = "", names: Mapping[str, str] | None =
     frame = pd.DataFrame(rows, columns=["setting", "value", *(["meaning"] if names else [])])
     if len(frame):
         frame["value"] = frame["value"].map(lambda v: relative_path(v, root) if is_absolute_path(v) else v)
-    return table(frame.set_index("setting"), note, empty or "Nothing recorded.", index=True, rows=200, root=root)
+    # no index name: it would add a second header row above the settings
+    return table(frame.set_index("setting").rename_axis(None), note, empty or "Nothing recorded.", index=True, rows=200,
+                 root=root)
 
 
 def widest_table(html_text: str) -> int:
@@ -257,7 +259,7 @@ def choices(metrics: dict) -> Table:
          "expected calibration error: the mean gap between predicted and observed FAKE share"),
         ("scored on", metrics.get("evaluated_on", MISSING_TEXT), ""),
     ]
-    frame = pd.DataFrame(rows, columns=["choice", "value", "meaning"]).set_index("choice")
+    frame = pd.DataFrame(rows, columns=["choice", "value", "meaning"]).set_index("choice").rename_axis(None)
     return Table(frame, "What this run fitted on validation, and what it was scored on:")
 
 

@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from helpers.runtime import cpu_count, quiet_tensorflow
+from helpers.runtime import cpu_count, headless, quiet_tensorflow
 
 
 def project_root() -> Path:
@@ -24,12 +24,33 @@ def project_root() -> Path:
     raise FileNotFoundError("cannot find the project root (a folder with pyproject.toml and notebooks/)")
 
 
+def show_notices_plainly() -> None:
+    """In Jupyter, a stage's notice (helpers.manifest.StageNotice) as one plain line, not a red warning with its
+    source line; headless runs keep it on stderr, which the report leaves out."""
+    from helpers.manifest import StageNotice  # noqa: PLC0415 - manifest pulls in pandas
+
+    if headless():
+        return
+
+    default = getattr(warnings.showwarning, "default", warnings.showwarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, StageNotice):
+            print(f"Note: {message}", flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    show.default = default
+    warnings.showwarning = show
+
+
 def setup(threads: int | None = None) -> Path:
     """Make paths in parameters relative to the project root, whether run in Jupyter or by papermill."""
     root = project_root()
     os.chdir(root)
     quiet_tensorflow()
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # Lightning on 2-core machines
+    show_notices_plainly()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads or cpu_count()))
     try:
         import pandas as pd  # noqa: PLC0415
