@@ -485,10 +485,18 @@ def layout_note(path: str | Path) -> str:
         return f"{path} holds no {LAYOUT_FILE}: the videos were given as a table, or sampled before layouts were recorded"
     compression = f", compression {record['compression']}" if record.get("compression") else ""
     extra = ", ".join(record.get("extra_columns") or []) or "none"
-    identities = (f" Each video's identities are in {record['identities_csv']} (notebook 03's IDENTITY_CSV)."
+    identities = (f" Each video's identities are in {_shown(record['identities_csv'])} (notebook 03's IDENTITY_CSV)."
                   if record.get("identities_csv") else "")
-    return (f"{record['videos_dir']} was read as layout {record['layout']!r}{compression} ({record['why']}); "
-            f"columns beyond the DFDC ones: {extra}.{identities}")
+    return (f"{_shown(record['videos_dir'])} was read as layout {record['layout']!r}{compression} "
+            f"({record['why']}); columns beyond the DFDC ones: {extra}.{identities}")
+
+
+def _shown(path: str) -> str:
+    """A path as a reader wants it: relative to the working folder (the project root in notebooks) when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return Path(path).name
 
 
 def _check_result(manifest: pd.DataFrame, out_dir: Path, only_warn: bool) -> None:

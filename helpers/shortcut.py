@@ -174,6 +174,10 @@ def features_table(frame: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     with_box = all(c in frame.columns for c in BOX_COLUMNS)
+    if with_box and not all(Path(str(p)).is_file() for p in frame["frame_path"].drop_duplicates()):
+        # a faces table whose frames are gone (copied without notebook 01's output, or hand-made):
+        # the box features need each frame's size, so the baseline uses the crop statistics alone
+        with_box = False
     columns = list(FEATURES if with_box else IMAGE_FEATURES)
     sizes: dict[str, tuple[int, int]] = {}  # many faces share a frame, and a frame has one size
     rows = []
