@@ -165,6 +165,9 @@ def notebook_body(path: Path, run: str | None = None, first=None, appendix: bool
             cell.source = drop_notebook_only(cell.source)
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            for output in cell.outputs:  # a printed path reads as the project's, like the tables' paths
+                if output.get("output_type") == "stream":
+                    output["text"] = relative_paths_in(output.get("text", ""))
         if "parameters" in cell.get("metadata", {}).get("tags", []) or "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             cell.outputs = []
     nb.cells = merge_figure_cells(nb.cells)
@@ -179,6 +182,13 @@ def notebook_body(path: Path, run: str | None = None, first=None, appendix: bool
     body = body.replace('<div class="output_area">\n<div class="output_png output_subarea">',
                         '<div class="output_area figure">\n<div class="output_png output_subarea">')
     return NARROW_AREA.sub(r'<div class="output_area figure">\1', body)
+
+
+def relative_paths_in(text: str) -> str:
+    """`text` with every absolute path in it made project-relative (helpers.display.relative_path)."""
+    from helpers.display import ABSOLUTE_PATH, relative_path  # noqa: PLC0415
+
+    return ABSOLUTE_PATH.sub(lambda m: relative_path(m.group(0)), text)
 
 
 def shorten_tbody(match: re.Match) -> str:
