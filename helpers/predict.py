@@ -15,8 +15,8 @@ config.json["face_settings"] (notebook 02's settings.json, copied there by train
 MARGIN, MIN_CONFIDENCE, MIN_FACE_SIZE, DETECT_MAX_SIDE, SCALE_FACTOR, JPEG_QUALITY, KEEP and DETECTOR
 (the MTCNN backend: "mtcnn-torch" where the run does not say, and with it TensorFlow is never imported;
 "mtcnn-tf" is the `mtcnn` package on TensorFlow); without it predict falls back to its own defaults and
-says so. The crop is cut to the run's region variant if
-it has one, fitted to the run's image size and normalised as in training. Each face's logit is
+says so. The crop is cut to the run's region variant if it has one, fitted to the run's image size and
+normalised as in training. Each face's logit is
 calibrated with the run's metrics.json["calibration"] (Platt: sigmoid(slope * logit + intercept)) when
 present; a video's prob_fake is `helpers.metrics.aggregate_face_scores` of its faces' probabilities
 (their mean), and `call` is FAKE when prob_fake > metrics.json["threshold"]["value"] (0.5 without one).
@@ -26,8 +26,9 @@ Only decoding, detection and the classifier cost time, so:
   few keyframes that 32 seeks took 35-55 s on a 1080p clip, against 2-4 s for grabbing all 300 frames;
 - MTCNN searches the whole (downscaled) frame only on key frames, every DETECT_EVERY-th sampled
   frame and the last; in the frames between, it searches a small square around where the face is
-  expected (the key frames' boxes interpolated), which costs a few percent of a whole-frame search
-  and still gives that frame's own box and landmarks (see bench/predict_latency.py for the effect);
+  expected (the key frames' boxes interpolated; all squares in one batch, and with mtcnn-torch a pyramid
+  starting at ROI_MIN_FACE), which costs a few percent of a whole-frame search and still gives that
+  frame's own box and landmarks (see bench/predict_latency.py for the effect);
 - all the faces of an input go through the classifier in one batch.
 """
 from __future__ import annotations
