@@ -4,7 +4,7 @@ Nothing is copied from the profile: the runner gets `--profile dfdc` and `--set`
 where files go (every data/, figures/ and report/ path moved under --work), which videos to read, and
 size and device (one epoch, small images, few frames). So what runs is the file a researcher runs.
 
-    python bench/shrunk_dfdc.py --videos ../shared/data/dfdc_sample --work /tmp/shrunk   # CPU, about 5 min
+    python bench/shrunk_dfdc.py --videos ../shared/data/dfdc_sample --work /tmp/shrunk   # CPU, about 4 min
     python bench/shrunk_dfdc.py ... --accelerator gpu --precision bf16-mixed           # on a GPU server
 
 Writes <work>/summary.json (the seconds of each notebook, the headline sentence) and the report under
@@ -38,6 +38,7 @@ SHRINK = {
     "06_crop_study": {"IMAGE_SIZE": 32, "EPOCHS": 1, "BATCH_SIZE": 8, "NUM_WORKERS": 0, "PRETRAINED": False,
                       "N_SEEDS": 1, "N_BOOT": 50, "VARIANTS": ["full", "eyes_lower"]},
     "07_results": {"N_EXPLAIN": 2, "N_BAND_FACES": 4},
+    "08_cross_dataset": {"FRAMES_PER_VIDEO": 2, "N_BOOT": 50, "WORKERS": 1},
 }
 DEVICE_KEYS = ("ACCELERATOR", "PRECISION")
 

@@ -19,7 +19,7 @@ def test_the_dfdc_profile_runs_end_to_end_on_the_real_sample_clips(shared_data, 
     summary = json.loads((tmp_path / "summary.json").read_text())
     notebooks = {name.split("-")[0] for name in summary["seconds"]}
     assert notebooks == {"01_frame_sampling", "02_face_cropping", "03_split", "04_vit", "05_resnet", "06_crop_study",
-                         "07_results"}
+                         "07_results", "08_cross_dataset"}
     assert {"05_resnet-resnet50", "05_resnet-resnet101"} <= set(summary["seconds"])  # the profile's list block
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
     assert (tmp_path / "report" / "report.pdf").stat().st_size > 10_000
