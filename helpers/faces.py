@@ -130,6 +130,24 @@ def mtcnn_min_face(min_side: int, wanted: float, scale_factor: float) -> int:
     return size
 
 
+def shrink_by_shape(images: list[np.ndarray], max_side: int) -> tuple[list[np.ndarray], list[float], dict[tuple, list[int]]]:
+    """Every detector's first step: checked RGB images shrunk to `max_side`, their scales, and positions by shape.
+
+    Images of one shape go through the network as one batch (both MTCNN backends batch that way).
+    """
+    small, scales = [], []
+    for image in images:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"detect() takes RGB uint8 HxWx3 images (see faces.to_rgb), got {image.dtype} {image.shape}")
+        copy, scale = downscale(image, max_side)
+        small.append(copy)
+        scales.append(scale)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, copy in enumerate(small):
+        by_shape.setdefault(copy.shape, []).append(i)
+    return small, scales, by_shape
+
+
 class FaceDetector:
     """MTCNN (the `mtcnn` package, TensorFlow) that stays quiet, bounds its threads, and detects on a downscaled copy.
 
@@ -158,16 +176,7 @@ class FaceDetector:
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
         """Faces in each RGB uint8 image, most confident first; images of equal size go in one batch."""
         results: list[list[Face]] = [[] for _ in images]
-        small, scales = [], []
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"detect() takes RGB uint8 HxWx3 images (see to_rgb), got {image.dtype} {image.shape}")
-            copy, scale = downscale(image, self.detect_max_side)
-            small.append(copy)
-            scales.append(scale)
-        by_shape: dict[tuple, list[int]] = {}
-        for i, copy in enumerate(small):
-            by_shape.setdefault(copy.shape, []).append(i)
+        small, scales, by_shape = shrink_by_shape(images, self.detect_max_side)
         for indices in by_shape.values():
             batch = [small[i] for i in indices]
             # MTCNN's minimum face size is in pixels of the copy it sees.

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from helpers.faces import Face, downscale, map_back, mtcnn_min_face  # noqa: E402
+from helpers.faces import Face, map_back, mtcnn_min_face, shrink_by_shape  # noqa: E402
 
 THRESHOLDS = (0.6, 0.7, 0.8)  # mtcnn's PNet, RNet and ONet defaults
 NMS_PNET_LEVEL, NMS_PNET, NMS_RNET, NMS_ONET = 0.5, 0.7, 0.7, 0.7
@@ -360,16 +360,7 @@ class TorchMTCNNDetector:
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
         """Faces in each RGB uint8 image, most confident first; images of equal size go in one batch."""
         results: list[list[Face]] = [[] for _ in images]
-        small, scales = [], []
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"detect() takes RGB uint8 HxWx3 images (see faces.to_rgb), got {image.dtype} {image.shape}")
-            copy, scale = downscale(image, self.detect_max_side)
-            small.append(copy)
-            scales.append(scale)
-        by_shape: dict[tuple, list[int]] = {}
-        for i, copy in enumerate(small):
-            by_shape.setdefault(copy.shape, []).append(i)
+        small, scales, by_shape = shrink_by_shape(images, self.detect_max_side)
         with torch.inference_mode(), full_float32(self.device):
             for indices in by_shape.values():
                 batch = [small[i] for i in indices]
