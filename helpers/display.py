@@ -22,6 +22,7 @@ MAX_ROWS = 20
 LAYOUT_FOLDERS = ("data", "figures", "report", "build", "notebooks")
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~…-])(/[^\s/<>\"'|]+){2,}")
 MISSING_TEXT = "-"
+TOTAL_ROWS = ("total", "all")  # a last row named so sums the table
 INTERVAL = re.compile(r"^-?\d+(\.\d+)? \[-?\d+(\.\d+)?, -?\d+(\.\d+)?\]$")
 
 
@@ -162,7 +163,12 @@ def table(frame: pd.DataFrame | pd.Series, note: str = "", empty: str = "", colu
     limit = MAX_COLUMNS - (frame.index.nlevels if index else 0)
     frame = frame.iloc[:, :limit]
     total = len(frame)
-    shown = relative_paths(frame.head(rows), root)
+    last = frame.index[-1] if total else None
+    last = last[0] if isinstance(last, tuple) else last
+    if total > rows and str(last).lower() in TOTAL_ROWS:  # the sum row stays when the table is cut
+        shown = relative_paths(pd.concat([frame.head(rows - 1), frame.tail(1)]), root)
+    else:
+        shown = relative_paths(frame.head(rows), root)
     shown = shown.map(_cell) if len(shown) else shown
     if rename:
         shown = shown.rename(columns=dict(rename))

@@ -53,7 +53,7 @@ blockquote { border-left: 3px solid #bbb; margin: .6em 0; padding: .1em 1em; col
   h1 { font-size: 15pt; margin-top: 1.2em; } h2 { font-size: 11.5pt; margin: 1em 0 .3em; }
   h3 { font-size: 10pt; margin: .8em 0 .2em; } p { margin: .35em 0; } ul { margin: .3em 0; }
   table { font-size: 7pt; width: 100%; } th, td { padding: 1px 3px; word-break: normal; }
-  img { max-height: 6cm; max-width: 100%; width: auto; image-resolution: 150dpi; }
+  img { max-height: 5.5cm; max-width: 100%; width: auto; image-resolution: 150dpi; }
   .output_area.figure { display: inline-block; vertical-align: top; margin: 0 .5em .3em 0; max-width: 100%; }
   .output_area.figure .readable-table.narrow { width: 8.6cm; }
   .anchor-link { display: none; }
@@ -66,7 +66,8 @@ INTERVAL_CELL = re.compile(r"(?<=<td>)-?\d+(?:\.\d+)? \[-?\d+(?:\.\d+)?, -?\d+(?
 NARROW_AREA = re.compile(r'<div class="output_area">(\s*<div class="output_html[^"]*">\s*<div class=\'readable-table narrow\'>)')
 ANCHOR_LINK = re.compile(r'<a class="anchor-link" href="[^"]*">¶</a>')
 TBODY = re.compile(r"<tbody>.*?</tbody>", re.S)
-MAX_TABLE_ROWS = 14  # a longer table is a dump, not something a reader reads on paper
+TOTAL_ROWS = ("total", "all")  # a last row named so sums the table: it stays when the table is cut
+MAX_TABLE_ROWS = 12  # a longer table is a dump, not something a reader reads on paper
 HEADING = re.compile(r"<h([12])([^>]*)>(.*?)</h\1>", re.S)
 
 
@@ -196,9 +197,12 @@ def shorten_tbody(match: re.Match) -> str:
     rows = re.findall(r"<tr.*?</tr>", match.group(0), flags=re.S)
     if len(rows) <= MAX_TABLE_ROWS:
         return match.group(0)
-    more = (f"<tr><td class='more' colspan='{MAX_COLUMNS}'>… {len(rows) - MAX_TABLE_ROWS} more rows in the executed "
+    first_cell = re.search(r"<t[hd][^>]*>(.*?)</t[hd]>", rows[-1], flags=re.S)
+    total = first_cell is not None and re.sub(r"<[^>]+>", "", first_cell.group(1)).strip().lower() in TOTAL_ROWS
+    head = rows[:MAX_TABLE_ROWS - 1] if total else rows[:MAX_TABLE_ROWS]
+    more = (f"<tr><td class='more' colspan='{MAX_COLUMNS}'>… {len(rows) - len(head) - total} more rows in the executed "
             "notebook and its CSV table</td></tr>")
-    return "<tbody>" + "".join(rows[:MAX_TABLE_ROWS]) + more + "</tbody>"
+    return "<tbody>" + "".join(head) + more + (rows[-1] if total else "") + "</tbody>"
 
 
 def is_figure_cell(cell) -> bool:

@@ -109,3 +109,22 @@ def test_choices_reads_a_runs_metrics_without_raw_dicts():
     assert "0.849" in page and "slope 1.910, intercept 1.860" in page and "0.740 raw, 0.450 after Platt" in page
     assert "{" not in page and "None" not in page
     assert display.choices({"evaluated_on": "x"}).frame.loc["decision threshold", "value"] == display.MISSING_TEXT
+
+
+def test_a_cut_table_keeps_its_total_row():
+    frame = pd.DataFrame({"videos": range(30)}, index=[f"part_{i}" for i in range(29)] + ["total"])
+    shown = display.table(frame, "Per part:", rows=10)
+    assert list(shown.frame.index) == [f"part_{i}" for i in range(9)] + ["total"]
+    assert "First 10 of 30 rows." in shown._repr_html_()
+
+
+def test_the_report_cuts_long_tables_and_keeps_the_total():
+    from helpers import report
+
+    rows = "".join(f"<tr><th>p{i}</th><td>{i}</td></tr>" for i in range(20)) + "<tr><th>total</th><td>190</td></tr>"
+    cut = report.TBODY.sub(report.shorten_tbody, f"<table><tbody>{rows}</tbody></table>")
+    assert cut.count("<tr") == report.MAX_TABLE_ROWS + 1
+    assert cut.endswith("<tr><th>total</th><td>190</td></tr></tbody></table>")
+    assert f"… {21 - report.MAX_TABLE_ROWS} more rows" in cut
+    short = "<table><tbody><tr><td>1</td></tr></tbody></table>"
+    assert report.TBODY.sub(report.shorten_tbody, short) == short
