@@ -9,7 +9,9 @@ How faces are grouped (a union-find over videos; every link we know joins two gr
 - names matching NAME_PATTERN: FaceForensics++ calls its originals `000` and a fake of 000 with the
   face of 003 `000_003`, so `000_003` joins the people 000 and 003 (DFDC's 10-letter ids never match);
 - user identities: any column of IDENTITY_COLUMNS in faces.csv or in an identity CSV (e.g. actor ids;
-  the demo's `identities.csv` gives each video's `identity` and, for a fake, its `source_identity`).
+  the demo's `identities.csv` gives each video's `identity` and, for a fake, its `source_identity`),
+  and those a dataset layout gives frames.csv (FaceForensics++'s "youtube:000", Celeb-DF's "id0"; see
+  helpers.layouts), which faces.csv does not carry: make_split takes them from its frames_csv.
   Values of all identity columns share one namespace: identity 3 as a source is identity 3 as a target.
 
 Whole groups then go to train/val/test (`assign_groups`). Metadata cannot see one actor in two
@@ -160,7 +162,8 @@ def read_identity_csv(path: str | Path, identity_columns: Sequence[str] = IDENTI
     return table.reset_index(drop=True)
 
 
-def add_identities(faces: pd.DataFrame, identities: pd.DataFrame, source: str = "the identity table") -> pd.DataFrame:
+def add_identities(faces: pd.DataFrame, identities: pd.DataFrame, source: str = "the identity table",
+                   target: str = "faces.csv") -> pd.DataFrame:
     """faces with the identity columns of `identities` (by video_id) filled in where faces has none."""
     out = faces.copy()
     table = identities.set_index("video_id")
@@ -174,10 +177,29 @@ def add_identities(faces: pd.DataFrame, identities: pd.DataFrame, source: str = 
         clash = own.notna() & other.notna() & (own != other)
         if clash.any():
             examples = sorted(out.video_id[clash].unique())[:3]
-            raise ValueError(f"faces.csv's {column!r} column and {source} disagree for {out.video_id[clash].nunique()} "
+            raise ValueError(f"{target}'s {column!r} column and {source} disagree for {out.video_id[clash].nunique()} "
                              f"video(s), e.g. {examples}: remove the column from one of them")
         out[column] = own.where(own.notna(), other)
     return out
+
+
+def frame_identities(frames: pd.DataFrame, identity_columns: Sequence[str] = IDENTITY_COLUMNS,
+                     source: str = "frames.csv") -> pd.DataFrame:
+    """The identity columns frames.csv carries from its dataset layout (helpers.layouts), one row per video_id.
+
+    faces.csv does not carry them, so notebook 03 takes them from FRAMES_CSV: an FF++ or Celeb-DF tree
+    is then split by person without an IDENTITY_CSV. Empty (only video_id) when the layout has none.
+    """
+    found = [c for c in identity_columns if c in frames.columns]
+    table = frames[["video_id", *found]].dropna(subset=["video_id"])
+    if not found:
+        return table.drop_duplicates().reset_index(drop=True)
+    table = table.assign(**{c: table[c].map(_token) for c in found}).dropna(subset=found, how="all").drop_duplicates()
+    repeated = table.video_id[table.video_id.duplicated()].unique()
+    if len(repeated):
+        raise ValueError(f"{source} gives different identities to {len(repeated)} video(s), e.g. {list(repeated[:3])}: "
+                         "rerun notebook 01, which writes one identity per video")
+    return table.reset_index(drop=True)
 
 
 # --- Assigning groups to splits ------------------------------------------------------------------------
@@ -774,8 +796,10 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
     dataset parts held out, as the DFDC winners' folds did, plus every identity link).
     embedding_threshold: the dlib descriptor distance within which videos count as one person
     (None: helpers.identity.DEFAULT_THRESHOLD; 0: no embeddings). frames_csv: notebook 01's
-    frames.csv, needed to re-detect held-out fakes cropped with their original's boxes and, with
-    test_frames_per_video > 0, to build eval.csv (many frames, every face, of each val/test video).
+    frames.csv, whose layout identity columns (FF++, Celeb-DF) fill those faces.csv lacks, by video_id
+    (a value contradicting faces.csv's or IDENTITY_CSV's raises); it is also needed to re-detect
+    held-out fakes cropped with their original's boxes and, with test_frames_per_video > 0, to build
+    eval.csv (many frames, every face, of each val/test video).
     Returns the split (usable faces + group, split, weight, nearest_train_distance) and the audit.
     """
     if balance not in BALANCE_MODES:
@@ -784,8 +808,23 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
         raise ValueError(f"GROUP_BY must be one of {GROUP_BY}, got {group_by!r}")
     fractions = parse_fractions({"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction})
     faces = read_faces_manifest(faces_csv)
+    identities_from, named_by_csv = [], None
     if identity_csv:
-        faces = add_identities(faces, read_identity_csv(identity_csv, identity_columns), f"IDENTITY_CSV {identity_csv}")
+        table = read_identity_csv(identity_csv, identity_columns)
+        faces = add_identities(faces, table, f"IDENTITY_CSV {identity_csv}")
+        named_by_csv = set(table.video_id)
+        identities_from.append(f"IDENTITY_CSV {identity_csv}")
+    frames = None
+    if frames_csv:
+        from helpers.frames import read_frames_manifest  # noqa: PLC0415
+
+        frames = read_frames_manifest(frames_csv)
+        # faces.csv drops the layout's identity columns frames.csv has (FF++, Celeb-DF): they link people too
+        layout = frame_identities(frames, identity_columns, f"FRAMES_CSV {frames_csv}")
+        if len(layout.columns) > 1 and len(layout):
+            faces = add_identities(faces, layout, f"FRAMES_CSV {frames_csv} (the dataset layout's identities)",
+                                   f"faces.csv with IDENTITY_CSV {identity_csv}" if identity_csv else "faces.csv")
+            identities_from.append(f"FRAMES_CSV {frames_csv}")
     usable = int(faces.status.eq("ok").sum())
     if not usable:
         raise ValueError(f"{faces_csv} holds no usable face (status ok): check notebook 02's output")
@@ -816,11 +855,7 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
     fake_share = float(split.label.eq("FAKE").mean())
     heldout: dict = {"frames_csv": str(frames_csv)}
     out_dir = Path(out_dir)
-    frames = None
-    if frames_csv:
-        from helpers.frames import read_frames_manifest  # noqa: PLC0415
-
-        frames = read_frames_manifest(frames_csv)
+    if frames is not None:
         split, heldout["redetection"] = redetect_heldout(split, frames, out_dir / "redetected", face_settings, workers)
     elif split.split.isin(["val", "test"]).any() and split.get("box_source", pd.Series(dtype=str)).eq("original").any():
         raise ValueError(f"{faces_csv} crops some fakes with their original's boxes (REUSE_ORIGINAL_BOXES), and those "
@@ -834,7 +869,7 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
     originals = {node[len("video:"):] for node in links.node[links.kind == "original"]}
     summary = summarize_splits(split)
     warnings = list(assignment.get("warnings", []))
-    if identity_csv and not (links.kind == "identity").any():
+    if identity_csv and not named_by_csv & set(split.video_id):
         warnings.append(f"IDENTITY_CSV {identity_csv} names none of the videos: is it from another dataset?")
     for name in SPLITS:
         part = split[split.split == name]
@@ -846,10 +881,11 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
                                                              int(test_frames_per_video), seed, workers)
     audit = {
         "faces_csv": str(faces_csv), "identity_csv": str(identity_csv), "seed": int(seed), "group_by": group_by,
-        "guarantee": guarantee(group_by, bool(identity_csv), bool(embedding_threshold)),
+        "guarantee": guarantee(group_by, bool(identities_from), bool(embedding_threshold)),
         "rows": {"faces_csv": int(len(faces)), "usable": usable, "not_usable": int(len(faces) - usable),
                  "in_split_csv": int(len(split))},
-        "links": {"identity_columns": [c for c in columns if c in faces], "name_pattern": name_pattern,
+        "links": {"identity_columns": [c for c in columns if c in faces], "identities_from": identities_from,
+                  "name_pattern": name_pattern,
                   **{kind: int((links.kind == kind).sum()) for kind in ("original", "identity", "name")},
                   "absent_originals": len(originals - set(split.video_id)),
                   "videos_with_identity": int(links.video_id[links.kind == "identity"].nunique()),
