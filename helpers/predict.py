@@ -1,8 +1,21 @@
 """Score videos and images with a trained run: sample frames, find the face, classify, average per input.
 
     python -m helpers.predict PATH [PATH...] --run RUN_DIR [--frames 32] [--detector mtcnn-torch] [--json]
+                              [--layout auto|none|dfdc|ffpp|celebdf|folders] [--compression c23]
 
-PATH may be a video, an image or a folder; a folder is searched recursively, following symlinked
+A PATH that is a dataset root (--layout "auto", the default: a folder carrying the marks of exactly one
+layout of helpers.layouts, i.e. parts with a metadata.json, FaceForensics++'s original_sequences/ and
+manipulated_sequences/, Celeb-DF's folders, or real/ and fake/ folders; or any folder with --layout
+naming one) is read with `frames.list_videos`, so every item's label and method are known: each usable
+item (status ok, or unlabelled) is scored, every other listed item (missing, unsupported, bad_label,
+duplicate_id) is a row with the listing's status and reason, and after the table each root gets its
+AUC with the numbers of REAL and FAKE items scored (per method too, a method's fakes against all the
+reals, when there are several; `score_dataset`, `dataset_summary`; with --json the rows carry dataset,
+method, video_id, label and split, and the AUC lines go to stderr). A root that does not fit the layout
+named is one unsupported row saying why. A folder with no layout's marks (or two, which is said), a
+file, or any PATH with --layout none is scored as follows, without labels.
+
+A PATH may be a video, an image or a folder; a folder is searched recursively, following symlinked
 sub-folders as frame sampling does (a DFDC-layout folder keeps its videos one level down, in its
 parts), and its videos and images are scored in sorted order; other files in it (metadata.json, CSVs)
 are ignored. Every input gets one result, whatever happens to it: `status` is ok, unreadable (missing,
@@ -47,13 +60,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import metrics  # noqa: E402
+from helpers import layouts, metrics  # noqa: E402
 from helpers.datasets import VARIANT_COLUMNS, fit_square, to_tensor  # noqa: E402
 from helpers.faces import (DETECTORS, Face, box_iou, check_detector, crop_regions, make_detector,  # noqa: E402
                            read_image, select_faces, shrink_hint, square_crop, to_crop_coords)
-from helpers.frames import VIDEO_EXTENSIONS, frame_indices, open_video, read_frames  # noqa: E402
+from helpers.frames import VIDEO_EXTENSIONS, frame_indices, list_videos, open_video, read_frames  # noqa: E402
 from helpers.runtime import cpu_count, progress, set_torch_threads  # noqa: E402
 from helpers.training import load_model, predict_logits  # noqa: E402
 
@@ -64,6 +78,11 @@ DEFAULT_FACE_SETTINGS = {"face_size": 224, "margin": 1.3, "min_confidence": 0.9,
                          "detect_max_side": 640, "scale_factor": 0.709, "jpeg_quality": 95, "keep": "largest",
                          "detector": "mtcnn-torch"}
 DEFAULT_THRESHOLD = 0.5
+# --layout: a layout of helpers.layouts, "auto" (a folder with exactly one layout's marks) or "none" (plain files).
+LAYOUT_CHOICES = ("auto", "none", "dfdc", "ffpp", "celebdf", "folders")
+SCORED_STATUSES = ("ok", "unlabelled")  # listed items that are scored; the others keep the listing's status
+ITEM_COLUMNS = ("dataset", "method", "video_id", "label", "split")  # what a dataset row adds to predict_path's
+ALL_METHODS = "all"
 
 
 class RunNotice(UserWarning):
@@ -428,6 +447,129 @@ class Predictor:
             cap.release()
 
 
+# --- dataset roots --------------------------------------------------------------------------------------
+
+def dataset_layout(path: str | Path, layout: str = "auto") -> tuple[str | None, str]:
+    """(layout, why) to read PATH as a dataset root with, or (None, why not) when its files are scored as they are.
+
+    "auto" takes a folder carrying the marks of exactly one layout (helpers.layouts.layout_signals): a
+    folder of videos without any, which detect_layout would read as unlabelled DFDC, stays plain files;
+    one carrying two layouts' marks raises LayoutError naming them.
+    """
+    if layout not in LAYOUT_CHOICES:
+        raise ValueError(f"--layout must be one of {', '.join(repr(c) for c in LAYOUT_CHOICES)}, got {layout!r}")
+    path = Path(path)
+    if layout == "none" or not path.is_dir():
+        return None, "--layout none" if layout == "none" else "not a folder"
+    if layout != "auto":
+        return layout, "--layout says so"
+    found = layouts.layout_signals(path)
+    if len(found) == 1:
+        (name, why), = found.items()
+        return name, f"found {why}"
+    if not found:
+        return None, "it carries no layout's marks"
+    marks = "; ".join(f"{name} ({why})" for name, why in found.items())
+    raise layouts.LayoutError(f"{path} carries the marks of {len(found)} layouts ({marks}): pass --layout "
+                              f"{' or --layout '.join(found)} to read it as one of them")
+
+
+def _unscored(path: str, status: str, reason: str, threshold: float) -> dict:
+    """predict_path's result for an item that is not scored (a listed item that is missing, stray or refused)."""
+    return {"path": path, "kind": kind_of(Path(path)), "status": status, "reason": reason, "prob_fake": None,
+            "call": None, "threshold": threshold, "n_frames_sampled": 0, "n_faces": 0, "seconds": 0.0,
+            "timing": {"decode": 0.0, "detect": 0.0, "classify": 0.0}}
+
+
+def score_dataset(root: str | Path, run_dir: str | Path | None = None, layout: str = "auto", compression: str = "c23",
+                  predictor: Predictor | None = None, show_progress: bool = False, **predictor_kwargs) -> pd.DataFrame:
+    """Every item of a dataset root in `layout`, one row each: ITEM_COLUMNS, then predict_path's result.
+
+    `layout` is a helpers.layouts layout or "auto" (dataset_layout; a root without exactly one layout's
+    marks raises LayoutError); `compression` is FaceForensics++'s. Items listed ok or unlabelled are
+    scored (an unlabelled one keeps the listing's reason); every other item keeps the listing's status
+    and reason, unscored. The frame's attrs hold the root, the layout and why. `predictor` (else one built
+    from run_dir and predictor_kwargs) does the scoring.
+    """
+    name, why = dataset_layout(root, layout)
+    if name is None:
+        raise layouts.LayoutError(f"{root} is not read as a dataset root ({why}); expected one of: "
+                                  f"{layouts.expected_text()}. Pass a layout, or score its files with "
+                                  "Predictor.predict_paths")
+    if predictor is None:
+        if run_dir is None:
+            raise ValueError("score_dataset needs a run_dir or a predictor")
+        predictor = Predictor(run_dir, **predictor_kwargs)
+    listing = list_videos(root, name, compression)
+    rows = []
+    for item in progress(listing.to_dict("records"), desc=f"scoring {Path(root).name}", unit="item",
+                         disable=not show_progress):
+        item = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in item.items()}
+        if item["status"] in SCORED_STATUSES:
+            result = predictor.predict_path(item["video_path"])
+            if item["status"] != "ok":  # scored, but the listing's word on it (no label) must stay visible
+                result["reason"] = "; ".join(r for r in (result["reason"], item["reason"]) if r)
+        else:
+            result = _unscored(str(item["video_path"]), item["status"], item["reason"], predictor.threshold)
+        rows.append({**{k: item.get(k) for k in ITEM_COLUMNS}, **result})
+    columns = [*ITEM_COLUMNS, *_unscored("", "ok", "", 0.0)]
+    table = pd.DataFrame(rows, columns=columns)
+    table.attrs.update(root=str(root), layout=name, layout_reason=why,
+                       compression=listing.attrs.get("compression"))
+    return table
+
+
+def _auc(reals: pd.Series, fakes: pd.Series) -> float | None:
+    """ROC AUC of FAKE against REAL scores; None when either class has none."""
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+    if not len(reals) or not len(fakes):
+        return None
+    y = np.r_[np.zeros(len(reals)), np.ones(len(fakes))]
+    return float(roc_auc_score(y, np.r_[reals.to_numpy(float), fakes.to_numpy(float)]))
+
+
+def dataset_summary(scored: pd.DataFrame) -> pd.DataFrame:
+    """AUC with n REAL and n FAKE scored per dataset, and per method (its fakes against all reals) when there are several.
+
+    Columns: dataset, method (ALL_METHODS for every fake), n_real, n_fake, n_not_used (listed items of the
+    row not in its AUC: not scored, no face, no label) and auc (NaN without both classes).
+    """
+    rows = []
+    for dataset, part in scored.groupby("dataset", sort=False, dropna=False):
+        used = part[part.status.eq("ok") & part.label.isin(["REAL", "FAKE"]) & part.prob_fake.notna()]
+        reals, fakes = used[used.label == "REAL"], used[used.label == "FAKE"]
+        methods = sorted(fakes.method.dropna().unique())
+        for method in [ALL_METHODS, *(methods if len(methods) > 1 else [])]:
+            mine = fakes if method == ALL_METHODS else fakes[fakes.method == method]
+            listed = len(part) if method == ALL_METHODS else int((part.method == method).sum())
+            rows.append({"dataset": dataset, "method": method, "n_real": len(reals), "n_fake": len(mine),
+                         "n_not_used": listed - len(mine) - (len(reals) if method == ALL_METHODS else 0),
+                         "auc": _auc(reals.prob_fake, mine.prob_fake)})
+    table = pd.DataFrame(rows, columns=["dataset", "method", "n_real", "n_fake", "n_not_used", "auc"])
+    return table.astype({"auc": float})
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """One line per dataset (and per method under it): the AUC and what it was computed on."""
+    lines = []
+    for row in summary.to_dict("records"):
+        auc = (f"AUC {row['auc']:.3f} over" if pd.notna(row["auc"])
+               else f"AUC undefined (no {'REAL' if not row['n_real'] else 'FAKE'} item scored):")
+        if row["method"] == ALL_METHODS:
+            rest = f"; {row['n_not_used']} other listed item(s) not in it (see their status)" if row["n_not_used"] else ""
+            lines.append(f"{row['dataset']}: {auc} {row['n_real']} REAL and {row['n_fake']} FAKE item(s){rest}")
+        else:
+            lines.append(f"  {row['method']}: {auc} its {row['n_fake']} FAKE against the {row['n_real']} REAL")
+    return "\n".join(lines)
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    """A scored table's rows as predict_path-like dicts (NaN -> None), for the table and --json."""
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+            for row in table.to_dict("records")]
+
+
 def make_untrained_run(run_dir: str | Path, model: str = "resnet50", image_size: int = 128,
                        model_kwargs: dict | None = None, variant: str = "full", seed: int = 0,
                        face_settings: dict | None = None, metrics_json: dict | None = None) -> Path:
@@ -465,17 +607,23 @@ def _short(text: str, width: int) -> str:
 def format_table(results: list[dict]) -> str:
     """Fixed-width table, one line per input, then a count by status."""
     width = min(60, max([4] + [len(r["path"]) for r in results]))
-    header = (f"{'path':<{width}}  {'kind':<5}  {'status':<11}  {'p(fake)':>7}  {'call':<4}  {'faces':>7}  "
-              f"{'seconds':>7}  {'decode':>6}  {'detect':>6}  {'classify':>8}  reason")
+    status_width = max([11] + [len(r["status"]) for r in results])
+    labelled = any("label" in r for r in results)  # rows of a dataset root: its label is known
+    label_head = f"{'label':<5}  " if labelled else ""
+    header = (f"{'path':<{width}}  {'kind':<5}  {label_head}{'status':<{status_width}}  {'p(fake)':>7}  {'call':<4}  "
+              f"{'faces':>7}  {'seconds':>7}  {'decode':>6}  {'detect':>6}  {'classify':>8}  reason")
     lines = [header, "-" * len(header)]
     for r in results:
         prob = f"{r['prob_fake']:.3f}" if r["prob_fake"] is not None else "-"
         faces = f"{r['n_faces']}/{r['n_frames_sampled']}"
         t = r["timing"]
-        lines.append(f"{_short(r['path'], width):<{width}}  {r['kind'] or '-':<5}  {r['status']:<11}  {prob:>7}  "
-                     f"{r.get('call') or '-':<4}  {faces:>7}  {r['seconds']:>7.2f}  {t['decode']:>6.2f}  "
+        label = f"{r.get('label') or '-':<5}  " if labelled else ""
+        lines.append(f"{_short(r['path'], width):<{width}}  {r['kind'] or '-':<5}  {label}{r['status']:<{status_width}}  "
+                     f"{prob:>7}  {r.get('call') or '-':<4}  {faces:>7}  {r['seconds']:>7.2f}  {t['decode']:>6.2f}  "
                      f"{t['detect']:>6.2f}  {t['classify']:>8.2f}  {r['reason']}".rstrip())
-    counts = {s: sum(r["status"] == s for r in results) for s in STATUSES}
+    # a dataset root's listing adds its own statuses (missing, bad_label ...): counted after predict's
+    seen = [*STATUSES, *sorted({r["status"] for r in results} - set(STATUSES))]
+    counts = {s: sum(r["status"] == s for r in results) for s in seen}
     lines.append(f"{len(results)} input(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return "\n".join(lines)
 
@@ -498,6 +646,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="MTCNN backend (default: the run's face_settings, else mtcnn-torch; only mtcnn-tf "
                              "imports TensorFlow)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = every core)")
+    parser.add_argument("--layout", choices=LAYOUT_CHOICES, default="auto",
+                        help="read a folder PATH as a dataset root of this layout, with its labels, and print the "
+                             "AUC (auto: a folder with one layout's marks; none: plain files, no labels)")
+    parser.add_argument("--compression", choices=layouts.COMPRESSIONS, default="c23",
+                        help="FaceForensics++ compression to read (default c23)")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.detect_every < 1:
         parser.error("--frames and --detect-every must be >= 1")
@@ -513,11 +666,36 @@ def main(argv: list[str] | None = None) -> int:
           f"detector {predictor.startup['detector']:.1f} s, {predictor.face_settings['detector'] or 'given'}); faces cut with {predictor.face_settings_source}; "
           f"{'Platt-calibrated, ' if predictor.platt else ''}FAKE above {predictor.threshold:g} "
           f"({predictor.threshold_source})", file=sys.stderr)
-    results = predictor.predict_paths(args.paths, show_progress=not args.json and sys.stderr.isatty())
+    show = not args.json and sys.stderr.isatty()
+    results, summaries = [], []
+    for path in args.paths:
+        try:
+            name, why = dataset_layout(path, args.layout)
+        except layouts.LayoutError as err:  # two layouts' marks: say so, then score its files as before
+            print(f"predict: {err}; its files are scored without labels", file=sys.stderr)
+            name = None
+        if name is None:
+            results += predictor.predict_paths([path], show_progress=show)
+            continue
+        print(f"predict: {path} is read as layout {name!r} ({why})", file=sys.stderr)
+        try:
+            table = score_dataset(path, layout=name, compression=args.compression, predictor=predictor,
+                                  show_progress=show)
+        except (layouts.LayoutError, FileNotFoundError, ValueError) as err:  # a root that does not fit its layout
+            print(f"predict: {err}", file=sys.stderr)
+            results.append(_unscored(str(path), "unsupported", str(err), predictor.threshold))
+            continue
+        results += _records(table)
+        summaries.append(dataset_summary(table))
+    summary = format_summary(pd.concat(summaries, ignore_index=True)) if summaries else ""
     if args.json:
         print(json.dumps(results, indent=2))
+        if summary:
+            print(summary, file=sys.stderr)
     else:
         print(format_table(results))
+        if summary:
+            print(summary)
     if not any(r["status"] == "ok" for r in results):
         print(f"predict: none of the {len(results)} input(s) could be scored (see each reason)", file=sys.stderr)
         return 1
