@@ -372,6 +372,32 @@ def at_chance(run: Run, level: str = "video") -> bool:
     return auc.get("lo") is None or auc["lo"] <= 0.5
 
 
+def why_not_learned(run: Run) -> str:
+    """Why a run at chance did not learn, read from its own history (never from test).
+
+    Three cases a reader can act on: the network did not fit even its training faces (too few epochs, too
+    small an input, or too hard a recipe for it: more budget); it fitted them while validation stayed
+    near 0.5 (it memorised the training identities: more data or more regularisation); or validation
+    did rise, so the model learned something that did not carry over to the test identities.
+    """
+    history = run.history
+    if history.empty or "val/auc" not in history or history["val/auc"].isna().all():
+        return "no validation history to tell why"
+    best = history.loc[history["val/auc"].idxmax()]
+    val, epochs = float(best["val/auc"]), len(history)
+    train = float(history["train/auc"].max()) if "train/auc" in history else float("nan")
+    size = run.config.get("image_size")
+    setting = f"{epochs} epochs at {size} px" if size else f"{epochs} epochs"
+    if np.isfinite(train) and train < 0.7:
+        return (f"it did not fit even its training faces (best train AUC {train:.2f} in {setting}): too small a "
+                f"budget for a network of its size trained from scratch")
+    if val < 0.6:
+        return (f"it fitted its training faces (train AUC up to {train:.2f}) but validation AUC never passed "
+                f"{val:.2f} in {setting}: it memorised the training identities instead of the manipulation")
+    return (f"its validation AUC reached {val:.2f} (epoch {int(best.epoch) + 1} of {epochs}), but that did not "
+            f"carry over to the test identities")
+
+
 def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
     """The study's headline numbers and a paragraph that says them, computed from the runs.
 
@@ -396,10 +422,15 @@ def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
     ]
     if at_chance(best):
         text.append(f"Its video-level AUC interval includes 0.5: the chosen model is not distinguishable from chance.")
-    below = [r.name for r in networks if at_chance(r)]
+    below = [r for r in networks if at_chance(r)]
     if below:
-        text.append(f"{len(below)} of {len(networks)} networks are not distinguishable from chance (video-level AUC interval "
-                    "includes 0.5): " + ", ".join(below) + ".")
+        text.append(f"{len(below)} of {len(networks)} networks did not learn to tell FAKE from REAL here (their "
+                    "video-level test AUC interval includes 0.5): "
+                    + "; ".join(f"{r.name}, because {why_not_learned(r)}" for r in below) + ".")
+    learned = [r.name for r in networks if not at_chance(r)]
+    if learned:
+        text.append(f"{len(learned)} of {len(networks)} networks are above chance (video-level AUC interval above 0.5): "
+                    + ", ".join(learned) + ".")
     note = shortcut_note(runs)
     if note:
         text.append(note)

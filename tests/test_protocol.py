@@ -106,3 +106,34 @@ def test_one_class_validation_and_test_splits_give_undefined_auc_not_a_crash():
     _, payload = protocol.evaluate_predictions(held, 0.8, n_boot=20)
     assert payload["threshold"]["value"] == 0.5 and "one class" in payload["threshold"]["rule"]
     assert payload["frame"]["auc"]["value"] is None or np.isnan(payload["frame"]["auc"]["value"])
+
+
+def _history(train_auc: list[float], val_auc: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"epoch": range(len(val_auc)), "train/auc": train_auc, "val/auc": val_auc})
+
+
+def test_why_a_run_did_not_learn_is_read_from_its_own_history():
+    def run(train, val):
+        return results.Run(Path("r"), {"run_name": "r", "image_size": 48}, _history(train, val), pd.DataFrame(), {})
+
+    underfit = results.why_not_learned(run([0.50, 0.55, 0.58], [0.50, 0.52, 0.51]))
+    assert "did not fit even its training faces" in underfit and "3 epochs at 48 px" in underfit
+    memorised = results.why_not_learned(run([0.7, 0.9, 0.99], [0.52, 0.55, 0.54]))
+    assert "memorised" in memorised and "0.55" in memorised
+    no_transfer = results.why_not_learned(run([0.7, 0.9, 0.99], [0.6, 0.8, 0.7]))
+    assert "did not carry over" in no_transfer and "epoch 2 of 3" in no_transfer
+
+
+def test_the_headline_names_each_network_at_chance_with_its_reason_and_those_above_it():
+    learned = _run("learned", val_auc=0.9, test_auc=0.9)
+    chance = _run("chance", val_auc=0.55, test_auc=0.52)
+    chance.history = _history([0.6, 0.65], [0.5, 0.55])
+    for r in (learned, chance):
+        r.metrics.update(baseline={"frame": {"accuracy": 0.83}},
+                         frame={**r.metrics["frame"], **{k: {"value": 0.5, "lo": 0.4, "hi": 0.6}
+                                                         for k in ("balanced_accuracy", "log_loss", "accuracy")},
+                                "n": {"value": 10}},
+                         video={**r.metrics["video"], "n": {"value": 5}})
+    text = results.headline([learned, chance])["text"]
+    assert "1 of 2 networks did not learn" in text and "chance, because it did not fit even its training" in text
+    assert "1 of 2 networks are above chance" in text and "learned." in text
