@@ -9,8 +9,8 @@ and the official `split`. `sample_frames` writes JPEG frames and a manifest, `fr
 per frame, or one row per video that could not be used (its `status` and `reason` say why), and
 `settings.json` beside it (the settings that shaped the frames; `read_settings` reads them back), and
 `layout.json` (how the dataset root was read; `layout_note` says it in a sentence) and, where the
-layout knows identities, `identities.csv` (video_id, identity, source_identity: notebook 03's
-IDENTITY_CSV, since faces.csv does not carry frames.csv's extra columns). An image (the folders layout)
+layout knows identities, `identities.csv` (video_id, identity, source_identity; notebook 03 reads the same
+columns from FRAMES_CSV, so IDENTITY_CSV is not needed for them). An image (the folders layout)
 is a one-frame item: frame_index 0, n_frames 1.
 
 Statuses (matched exactly, lower case; a hand-edited "OK" is refused on read): ok (a sampled frame),
@@ -49,7 +49,8 @@ STATUSES = ("ok", "missing", "unlabelled", "bad_label", "unreadable", "duplicate
 # Columns a listing may carry beyond COLUMNS (helpers.layouts.EXTRA_COLUMNS); frames.csv keeps them after COLUMNS.
 EXTRA_COLUMNS = ("dataset", "method", "identity", "source_identity", "split")
 LAYOUT_FILE = "layout.json"
-# video_id -> identity, source_identity, beside frames.csv when the layout knows them: notebook 03's IDENTITY_CSV.
+# video_id -> identity, source_identity, beside frames.csv when the layout knows them (a readable copy: notebook 03
+# takes them from frames.csv itself).
 IDENTITIES_FILE = "identities.csv"
 IDENTITY_COLUMNS = ("identity", "source_identity")
 WRITTEN_BY = "notebook 01 (frame sampling)"
@@ -467,7 +468,7 @@ def read_layout(path: str | Path) -> dict | None:
 
     Keys: videos_dir, layout (the one used), asked (LAYOUT as given), why, compression (ffpp only),
     extra_columns (the columns beyond COLUMNS the layout gave frames.csv) and identities_csv (the
-    identities.csv written beside frames.csv for notebook 03's IDENTITY_CSV, or None).
+    identities.csv written beside frames.csv, or None).
     """
     path = Path(path)
     file = path if path.name == LAYOUT_FILE else (path.parent if path.suffix == ".csv" else path) / LAYOUT_FILE
@@ -485,7 +486,8 @@ def layout_note(path: str | Path) -> str:
         return f"{path} holds no {LAYOUT_FILE}: the videos were given as a table, or sampled before layouts were recorded"
     compression = f", compression {record['compression']}" if record.get("compression") else ""
     extra = ", ".join(record.get("extra_columns") or []) or "none"
-    identities = (f" Each video's identities are in {_shown(record['identities_csv'])} (notebook 03's IDENTITY_CSV)."
+    identities = (f" Each video's identities are in frames.csv and {_shown(record['identities_csv'])}; notebook 03 "
+                  "keeps them apart through FRAMES_CSV."
                   if record.get("identities_csv") else "")
     return (f"{_shown(record['videos_dir'])} was read as layout {record['layout']!r}{compression} "
             f"({record['why']}); columns beyond the DFDC ones: {extra}.{identities}")

@@ -118,7 +118,7 @@ def test_ffpp_stray_items_are_recorded_with_a_reason_and_the_run_goes_on(ffpp_di
     assert frames.read_layout(tmp_path / "out")["layout"] == "ffpp"
     identities = splits.read_identity_csv(tmp_path / "out" / "identities.csv")  # what notebook 03's IDENTITY_CSV reads
     assert identities.set_index("video_id").loc["Deepfakes_000_001", "source_identity"] == "youtube:001"
-    assert "identities.csv (notebook 03's IDENTITY_CSV)" in frames.layout_note(tmp_path / "out")
+    assert "identities.csv; notebook 03 keeps them apart through FRAMES_CSV" in frames.layout_note(tmp_path / "out")
     assert "read as layout 'ffpp', compression c23" in frames.layout_note(tmp_path / "out" / "frames.csv")
 
 
