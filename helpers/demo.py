@@ -4,7 +4,8 @@ The study must run end to end (`make report`, the notebook tests) without a DFDC
 faces come from the 100 real LFW faces in `skimage.data.lfw_subset()` (its last 100 images are
 non-faces and are never used).
 
-- Each 25 px LFW face is upscaled to a 120 px portrait with a fixed per-identity skin grain (so a swap
+- Each 25 px LFW face is upscaled to a 120 px portrait with a fixed per-identity skin grain at two
+  scales, per pixel and in 3 px blobs that survive the resize to the demo models' 48-64 px (so a swap
   rendered at lower resolution loses detail its surroundings keep) and a per-identity skin tint (so
   colour matching is something a swap can get wrong); MTCNN finds its five landmarks (98 of the 100;
   the rest are skipped).
@@ -14,9 +15,9 @@ non-faces and are never used).
 - A FAKE warps identity B's face onto A's portrait (similarity transform on the landmarks) and is
   rendered in exactly the scene of its REAL original, so the face is the only difference. Each REAL
   has `fakes_per_real` fakes, each with a different recipe of RECIPES, from "easiest" (rectangle
-  paste, hard seam, no colour matching, face at 0.25-0.32x resolution, 3-5 px / 3-5 deg / 4-6 % warp
+  paste, hard seam, no colour matching, face at 0.16-0.2x resolution, 3-5 px / 3-5 deg / 4-6 % warp
   error, strong blur or sharpening) to "hardest" (landmark hull, wide feather, full colour matching,
-  0.55-0.6x resolution, sub-pixel alignment, almost no filtering). `videos.csv` records every factor.
+  0.35-0.4x resolution, sub-pixel alignment, almost no filtering). `videos.csv` records every factor.
 - Faces are swapped only within pairs of identities (a trio when the count is odd), as DFDC paired
   actors filmed together: identity groups (connected over fake -> original and fake -> source
   identity) are the pairs, so an identity-disjoint split and group-resampled intervals have many.
@@ -60,8 +61,9 @@ from helpers import runtime
 
 N_FACES = 100          # lfw_subset() holds 100 faces followed by 100 non-faces
 PORTRAIT_PX = 120      # faces are detected, swapped and stored at this size
-FORMAT_VERSION = 3     # bump when the rendering changes, so old builds are not reused
+FORMAT_VERSION = 5     # bump when the rendering changes, so old builds are not reused
 PART_PREFIX = "dfdc_demo_part_"
+GRAIN = (3.0, 6.0)     # sigma of the fine and the coarse skin grain (0..255 scale)
 COLOUR_MATCH = {"none": 0.0, "partial": 0.5, "full": 1.0}  # how far the swap's colours move to the target's
 
 # One row per recipe, easiest to spot first; each fake of one original gets a different row. Pairs are
@@ -70,15 +72,15 @@ COLOUR_MATCH = {"none": 0.0, "partial": 0.5, "full": 1.0}  # how far the swap's 
 # `scale_error`: how far the warp misses the target's landmarks (px, degrees, fraction); `filter`: the
 # sigma of a blur or the amount of an unsharp mask applied to the pasted face.
 RECIPES = {
-    "easiest": dict(masks=("rectangle",), feather=(0.0, 0.0), colour=("none",), face_scale=(0.25, 0.32),
+    "easiest": dict(masks=("rectangle",), feather=(0.0, 0.0), colour=("none",), face_scale=(0.16, 0.2),
                     shift=(3.0, 5.0), rotate=(3.0, 5.0), scale_error=(0.04, 0.06), filter=(1.2, 1.8)),
-    "easy": dict(masks=("rectangle", "hull"), feather=(0.5, 1.0), colour=("none", "partial"), face_scale=(0.32, 0.4),
+    "easy": dict(masks=("rectangle", "hull"), feather=(0.5, 1.0), colour=("none", "partial"), face_scale=(0.2, 0.25),
                  shift=(2.0, 3.0), rotate=(2.0, 3.0), scale_error=(0.03, 0.04), filter=(0.8, 1.2)),
-    "medium": dict(masks=("ellipse", "hull"), feather=(1.5, 2.5), colour=("partial",), face_scale=(0.4, 0.48),
+    "medium": dict(masks=("ellipse", "hull"), feather=(1.5, 2.5), colour=("partial",), face_scale=(0.25, 0.3),
                    shift=(1.0, 2.0), rotate=(1.0, 2.0), scale_error=(0.02, 0.03), filter=(0.5, 0.8)),
-    "hard": dict(masks=("ellipse", "hull"), feather=(3.0, 4.5), colour=("partial", "full"), face_scale=(0.48, 0.55),
+    "hard": dict(masks=("ellipse", "hull"), feather=(3.0, 4.5), colour=("partial", "full"), face_scale=(0.3, 0.35),
                  shift=(0.5, 1.0), rotate=(0.5, 1.0), scale_error=(0.01, 0.02), filter=(0.2, 0.5)),
-    "hardest": dict(masks=("hull",), feather=(4.5, 6.0), colour=("full",), face_scale=(0.55, 0.6),
+    "hardest": dict(masks=("hull",), feather=(4.5, 6.0), colour=("full",), face_scale=(0.35, 0.4),
                     shift=(0.0, 0.5), rotate=(0.0, 0.5), scale_error=(0.0, 0.01), filter=(0.0, 0.2)),
 }
 RECIPE_FIELDS = ["recipe", "difficulty", "mask", "grow", "feather", "colour_match", "face_scale", "shift_x",
@@ -144,7 +146,13 @@ def tint_portrait(grey: np.ndarray, seed: int, identity: int) -> np.ndarray:
     """An RGB float32 portrait: the grey face plus a fixed skin grain, times a per-identity skin tint."""
     # The upscaled 25 px faces have no fine detail at all; without the grain a swap rendered at a
     # lower resolution would look exactly like the real face around it.
-    grain = _rng(seed, _GRAIN, identity).standard_normal(grey.shape, dtype=np.float32) * 4.0
+    # Two scales: a fine one (per pixel) and a coarse one (3 px blobs) that survives the resize of a face
+    # crop to the 64 px the demo's models see.
+    noise = _rng(seed, _GRAIN, identity)
+    fine = noise.standard_normal(grey.shape, dtype=np.float32) * GRAIN[0]
+    blobs = noise.standard_normal((grey.shape[0] // 3, grey.shape[1] // 3), dtype=np.float32)
+    coarse = cv2.resize(blobs, grey.shape[::-1], interpolation=cv2.INTER_LINEAR) * GRAIN[1]
+    grain = fine + coarse
     rng = _rng(seed, _TINT, identity)
     tint = np.array([1.0, rng.uniform(0.72, 0.9), rng.uniform(0.5, 0.78)]) * rng.uniform(0.85, 1.15)
     return np.clip((grey + grain)[..., None] * tint[None, None, :].astype(np.float32), 0, 255)

@@ -112,7 +112,7 @@ def test_recipes_spread_from_easiest_to_hardest(small):
     assert by_level.face_scale.mean().is_monotonic_increasing and by_level.feather.mean().is_monotonic_increasing
     shift = np.hypot(fakes.shift_x, fakes.shift_y)
     assert shift.groupby(fakes.difficulty).mean().is_monotonic_decreasing
-    assert (fakes.face_scale.between(0.25, 0.6)).all()
+    assert (fakes.face_scale.between(0.16, 0.4)).all()
     assert ((fakes.blur == 0) | (fakes.sharpen == 0)).all()
     real = videos[videos.label == "REAL"]
     assert real.recipe.isna().all() and real.face_scale.isna().all()
