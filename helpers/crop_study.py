@@ -58,13 +58,31 @@ def run_name(model: str, variant: str, seed: int) -> str:
     return f"crop-{model}-{variant}-s{int(seed)}"
 
 
-def plan_runs(models: Sequence[str], variants: Sequence[str], seeds: Iterable[int],
-              recipes: dict[str, dict] | None = None, **settings) -> list[dict]:
-    """One training config per (model, variant, seed), all with the same `settings` (the same budget).
+BUDGET_KEYS = ("image_size", "epochs", "batch_size", "lr", "warmup_epochs")
 
-    `recipes` maps a model to the settings chosen for it on validation (`choose_recipes`: learning
-    rate and warm-up); every variant and seed of that model uses the same recipe.
+
+def check_budgets(budgets: dict | None, models: Sequence[str] = ()) -> dict[str, dict]:
+    """`budgets` ({model: {image_size, epochs, ...}}) checked: known models and BUDGET_KEYS only."""
+    budgets = {str(m): dict(b) for m, b in (budgets or {}).items()}
+    for model, budget in budgets.items():
+        if model not in MODEL_NAMES:
+            raise ValueError(f"MODEL_BUDGETS names an unknown model {model!r}; valid names are: {', '.join(MODEL_NAMES)}")
+        unknown = sorted(set(budget) - set(BUDGET_KEYS))
+        if unknown:
+            raise ValueError(f"MODEL_BUDGETS[{model!r}] sets {unknown}; a budget may set only {list(BUDGET_KEYS)}")
+    return budgets
+
+
+def plan_runs(models: Sequence[str], variants: Sequence[str], seeds: Iterable[int],
+              recipes: dict[str, dict] | None = None, budgets: dict[str, dict] | None = None,
+              **settings) -> list[dict]:
+    """One training config per (model, variant, seed); every variant and seed of a model, the same budget.
+
+    `budgets` maps a model to its own image size, epochs ... (the demo's were chosen on validation by
+    scripts/demo_budgets.py); a model without one uses `settings`. `recipes` maps a model to the
+    settings chosen for it on validation (`choose_recipes`: learning rate and warm-up), applied last.
     """
+    budgets = check_budgets(budgets, models)
     taken = {"model", "variant", "seed", "run_name"} & set(settings)
     if taken:
         raise ValueError(f"plan_runs sets {sorted(taken)} itself; pass models, variants and seeds instead")
@@ -82,7 +100,7 @@ def plan_runs(models: Sequence[str], variants: Sequence[str], seeds: Iterable[in
     configs = []
     for model in models:
         pretrained = bool(settings.get("pretrained", False)) and model not in NO_PRETRAINED
-        recipe = dict((recipes or {}).get(model, {}))
+        recipe = {**budgets.get(model, {}), **dict((recipes or {}).get(model, {}))}
         for variant in variants:
             for seed in seeds:
                 configs.append(training.make_config(**{**settings, **recipe, "pretrained": pretrained}, model=model,
@@ -94,7 +112,8 @@ RECIPE_KEYS = ("lr", "warmup_epochs")
 
 
 def choose_recipes(models: Sequence[str], recipes: Sequence[dict], variant: str = "full", seed: int = 0,
-                   keep_checkpoints: bool = False, **settings) -> tuple[dict[str, dict], pd.DataFrame]:
+                   keep_checkpoints: bool = False, budgets: dict[str, dict] | None = None,
+                   **settings) -> tuple[dict[str, dict], pd.DataFrame]:
     """Per model, the recipe (learning rate, warm-up) with the highest VALIDATION AUC on `variant`.
 
     One tuning run per (model, recipe) named crop-tune-<model>-r<i>; test predictions are written
@@ -108,17 +127,21 @@ def choose_recipes(models: Sequence[str], recipes: Sequence[dict], variant: str 
         unknown = sorted(set(recipe) - set(RECIPE_KEYS))
         if unknown:
             raise ValueError(f"a recipe sets {unknown}; recipes may set only {list(RECIPE_KEYS)}, got {recipe}")
+    budgets = check_budgets(budgets, models)
     if len(recipes) == 1:
-        table = pd.DataFrame([{"model": m, "recipe": 0, **recipes[0], "val_auc": math.nan, "chosen": True}
-                              for m in models])
-        return {m: recipes[0] for m in models}, table
+        # The one recipe fills in only what a model's own budget leaves open (its budget's lr wins).
+        chosen = {m: {k: v for k, v in recipes[0].items() if k not in budgets.get(m, {})} for m in models}
+        table = pd.DataFrame([{"model": m, "recipe": 0, **recipes[0], **budgets.get(m, {}), "val_auc": math.nan,
+                               "chosen": True} for m in models])
+        return chosen, table
     configs = []
     # Tuning runs live apart (results.find_runs skips _tuning), so the leaderboard lists only the study.
     settings = {**settings, "out_dir": str(Path(settings.get("out_dir", training.DEFAULTS["out_dir"])) / "_tuning")}
     for model in models:
         pretrained = bool(settings.get("pretrained", False)) and model not in NO_PRETRAINED
         for i, recipe in enumerate(recipes):
-            configs.append(training.make_config(**{**settings, **recipe, "pretrained": pretrained}, model=model,
+            configs.append(training.make_config(**{**settings, **budgets.get(model, {}), **recipe,
+                                                   "pretrained": pretrained}, model=model,
                                                 variant=variant, seed=seed, run_name=f"crop-tune-{model}-r{i}"))
     manifest = train_all(configs, keep_checkpoints=keep_checkpoints)
     rows = []

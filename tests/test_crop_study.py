@@ -292,3 +292,21 @@ def test_published_mesonet_scores_are_the_loaded_models_fake_probability(shared_
     meso4 = scored[scored["model"] == "Meso4_DF (published)"]
     np.testing.assert_allclose(meso4["prob_fake"], p_fake, atol=1e-6)
     np.testing.assert_allclose(1 / (1 + np.exp(-meso4["logit"])), meso4["prob_fake"], atol=1e-6)
+
+
+def test_model_budgets_differ_between_models_never_between_variants():
+    budgets = {"meso4": {"image_size": 64, "epochs": 24}, "vgg19": {"image_size": 32, "epochs": 8, "lr": 1e-4}}
+    chosen, table = crop_study.choose_recipes(["meso4", "vgg19", "resnet50"], [{"lr": 1e-3, "warmup_epochs": 0.0}],
+                                              budgets=budgets)
+    configs = crop_study.plan_runs(["meso4", "vgg19", "resnet50"], ["full", "eyes_lower"], [0], chosen, budgets,
+                                   image_size=48, epochs=3, lr=1e-3)
+    by_model = {}
+    for c in configs:
+        by_model.setdefault(c["model"], set()).add((c["image_size"], c["epochs"], c["lr"]))
+    # one budget per model, shared by its variants; a model without a budget takes the common settings
+    assert by_model == {"meso4": {(64, 24, 1e-3)}, "vgg19": {(32, 8, 1e-4)}, "resnet50": {(48, 3, 1e-3)}}
+    assert table.set_index("model").loc["vgg19", "lr"] == 1e-4  # the table shows the budget that trains
+    with pytest.raises(ValueError, match="may set only"):
+        crop_study.plan_runs(["meso4"], ["full"], [0], budgets={"meso4": {"optimizer": "sgd"}})
+    with pytest.raises(ValueError, match="unknown model"):
+        crop_study.plan_runs(["meso4"], ["full"], [0], budgets={"mesonet": {"epochs": 2}})

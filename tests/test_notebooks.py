@@ -31,7 +31,7 @@ SHRINK = {
     "03_split": {"VAL_FRACTION": 0.2, "TEST_FRACTION": 0.2},
     "04_vit": {"IMAGE_SIZE": 32, "EPOCHS": 2, "DEPTH": 2, "N_BOOT": 100},
     "05_resnet": {"IMAGE_SIZE": 32, "EPOCHS": 1, "N_BOOT": 100},
-    "06_crop_study": {"MODELS": ["meso4", "resnet50"], "IMAGE_SIZE": 32, "EPOCHS": 1, "N_BOOT": 100},
+    "06_crop_study": {"MODELS": ["meso4", "resnet50"], "IMAGE_SIZE": 32, "EPOCHS": 1, "MODEL_BUDGETS": {}, "N_BOOT": 100},
     "07_results": {"N_EXPLAIN": 4, "N_BAND_FACES": 8},
     "08_cross_dataset": {"FRAMES_PER_VIDEO": 2, "MAX_VIDEOS_PER_METHOD": 2, "N_BOOT": 100},
 }
