@@ -310,9 +310,10 @@ AUDIT_MEANINGS = {
     "note": "",
 }
 
-# The leaderboard columns that fit a page (the run's name says its model and variant; helpers.results.leaderboard's
-# CSV keeps every column: model, variant, threshold, EER, TPR at 1% FPR).
-LEADERBOARD_COLUMNS = ["val AUC", "accuracy", "balanced acc.", "AUC", "log loss", "n", "chosen"]
+# The leaderboard columns that fit a page (the run's name says its variant, `model` what trained: head, input
+# size, epochs, ImageNet or scratch; helpers.results.leaderboard's CSV keeps every column: variant, threshold,
+# EER, TPR at 1% FPR).
+LEADERBOARD_COLUMNS = ["model", "val AUC", "accuracy", "balanced acc.", "AUC", "log loss", "n", "chosen"]
 
 
 def counts(mapping: Mapping | None, unit: str = "in") -> str:

@@ -168,8 +168,26 @@ ORIGINAL_STUDIES = [
 ]
 
 
+def model_setup(run: Run) -> str:
+    """What a run trained, in a few words: model, head, input size, epochs, and whether from ImageNet or scratch."""
+    config = run.config
+    model = config.get("model", "?")
+    if model == "shortcut":
+        return "shortcut (logistic regression)"
+    head = " (pooled head)" if model == "vgg19" and (config.get("model_kwargs") or {}).get("head", "pooled") == "pooled" else ""
+    parts = [f"{model}{head}"]
+    if config.get("image_size"):
+        parts.append(f"{config['image_size']} px")
+    if config.get("epochs"):
+        parts.append(f"{config['epochs']} ep")
+    parts.append("ImageNet" if config.get("pretrained") else "from scratch")
+    return ", ".join(parts)
+
+
 def leaderboard(runs: list[Run], level: str = "frame") -> pd.DataFrame:
     """One row per run (test metrics with 95% intervals), ordered by validation AUC, plus the baseline.
+
+    `model` says what trained (model_setup: head, input size, epochs, ImageNet or from scratch).
 
     The order and the `chosen` mark come from validation only; every run's test numbers are shown.
     """
@@ -180,7 +198,7 @@ def leaderboard(runs: list[Run], level: str = "frame") -> pd.DataFrame:
         chosen = None
     for run in runs:
         m = run.metrics[level]
-        rows.append({"run": run.name, "model": run.config.get("model"), "variant": run.config.get("variant"),
+        rows.append({"run": run.name, "model": model_setup(run), "variant": run.config.get("variant"),
                      "val AUC": round(run.val_auc, 3), "threshold": round(run.threshold, 3),
                      **{label: fmt_interval(m.get(key)) for key, label in TABLE_METRICS.items()},
                      "n": (m.get("n") or {}).get("value"), "chosen": "yes" if run.name == chosen else ""})

@@ -137,3 +137,13 @@ def test_the_headline_names_each_network_at_chance_with_its_reason_and_those_abo
     text = results.headline([learned, chance])["text"]
     assert "1 of 2 networks did not learn" in text and "chance, because it did not fit even its training" in text
     assert "1 of 2 networks are above chance" in text and "learned." in text
+
+
+def test_the_leaderboard_says_what_each_run_trained():
+    def run(**config):
+        return results.Run(Path("r"), {"run_name": "r", **config}, pd.DataFrame(), pd.DataFrame(), {})
+
+    assert results.model_setup(run(model="vgg19", image_size=32, epochs=8)) == "vgg19 (pooled head), 32 px, 8 ep, from scratch"
+    assert results.model_setup(run(model="vgg19", model_kwargs={"head": "classifier"}, image_size=224, epochs=5,
+                                   pretrained=True)) == "vgg19, 224 px, 5 ep, ImageNet"
+    assert results.model_setup(run(model="shortcut")) == "shortcut (logistic regression)"
