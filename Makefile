@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
-# The stamp is newer than pyproject.toml once the venv holds what pyproject asks for.
+# The stamp is newer than pyproject.toml once the venv holds what pyproject asks for: the library and
+# every extra (`.[all]`: notebooks, report, test); `pip install .` alone is the library and predictor.
 STAMP := $(VENV)/.installed
 
 export PYTHONDONTWRITEBYTECODE := 1
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the environment into $(VENV) (about 2 minutes the first time) ..."
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
-	@set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+	@set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]' 2>&1 \
 		| { grep -v "is ignored: it is neither" || true; }
 	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@$(MAKE) --no-print-directory git-filter
