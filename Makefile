@@ -7,14 +7,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
 # The stamp is newer than pyproject.toml once the venv holds what pyproject asks for: the library and
-# every extra (`.[all]`: notebooks, report, test); `pip install .` alone is the library and predictor.
+# every extra (`.[all]`: notebooks, report, test, lint); `pip install .` alone is the library and predictor.
 STAMP := $(VENV)/.installed
 
 export PYTHONDONTWRITEBYTECODE := 1
 # TensorFlow's C++ logs go to stderr before Python can silence them; 2 keeps errors only.
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup git-filter demo notebooks report test test-fast bench clean clean-all
+.PHONY: help setup git-filter demo notebooks report test test-fast lint bench clean clean-all
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ report: notebooks ## set up, build the demo, run all notebooks and render report
 
 test: $(STAMP) ## run the test suite (realdata tests skip where ../shared/data is absent)
 	$(PY) -m pytest
+
+test-fast: $(STAMP) ## the quick tests: no notebooks, no slow or realdata tests (under 2 minutes on 2 cores)
+	$(PY) -m pytest -m "not slow and not notebook and not realdata"
+
+lint: $(STAMP) ## ruff over helpers, tests, bench, scripts and notebooks (rules in pyproject.toml [tool.ruff])
+	$(PY) -m ruff check .
 
 bench: $(STAMP) ## run the benchmarks under bench/ (side-by-side ratios)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -31,6 +31,7 @@ NOT_IMPORTED = {
     "tabulate": "pandas.DataFrame.to_markdown imports it (the report tables)",
     "ipykernel": "the notebooks' kernel, which papermill and Jupyter start",
     "jupyter": "the Jupyter front end the README opens the notebooks in",
+    "ruff": "a command-line tool, run by make lint",
     "seaborn": "issue 15 keeps it for the heat maps, grouped bars and confusion matrices; drop this line "
                "once helpers.plots imports it",
 }
