@@ -95,13 +95,13 @@ def build_cache(paths: list[str], size: int, cache_dir: str | Path, threads: int
     array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
 
     def fill(i: int) -> None:
-        array[i] = load_crop(paths[i], size)
+        array[i] = load_crop(paths[i], size)  # noqa: F821 - ruff reads the later `del array` as unbinding it
 
     try:
         with ThreadPoolExecutor(max_workers=threads) as pool:  # cv2 releases the GIL while decoding
             list(pool.map(fill, range(len(paths))))
         array.flush()
-        del array
+        del array  # the memmap is closed before the rename
         partial.replace(target)  # only a complete cache ever carries the final name
     except BaseException:
         partial.unlink(missing_ok=True)  # an unreadable crop must not leave a cache-sized file behind

@@ -439,7 +439,7 @@ def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
         f"(balanced accuracy 0.5, AUC 0.5); the chosen run's accuracy is {fmt_interval(frame['accuracy'])}.",
     ]
     if at_chance(best):
-        text.append(f"Its video-level AUC interval includes 0.5: the chosen model is not distinguishable from chance.")
+        text.append("Its video-level AUC interval includes 0.5: the chosen model is not distinguishable from chance.")
     below = [r for r in networks if at_chance(r)]
     if below:
         text.append(f"{len(below)} of {len(networks)} networks did not learn to tell FAKE from REAL here (their "

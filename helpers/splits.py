@@ -34,7 +34,7 @@ import pandas as pd
 
 
 from helpers.faces import COLUMNS as FACE_COLUMNS
-from helpers.faces import LANDMARK_COLUMNS, read_faces_manifest
+from helpers.faces import read_faces_manifest
 from helpers.frames import video_id_of
 from helpers.manifest import read_manifest
 from helpers import runtime
