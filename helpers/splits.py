@@ -813,7 +813,7 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
         table = read_identity_csv(identity_csv, identity_columns)
         faces = add_identities(faces, table, f"IDENTITY_CSV {identity_csv}")
         named_by_csv = set(table.video_id)
-        identities_from.append(f"IDENTITY_CSV {identity_csv}")
+        identities_from.append("IDENTITY_CSV")  # the paths are the audit's identity_csv and heldout.frames_csv
     frames = None
     if frames_csv:
         from helpers.frames import read_frames_manifest  # noqa: PLC0415
@@ -824,7 +824,7 @@ def make_split(faces_csv: str | Path, out_dir: str | Path, val_fraction: float =
         if len(layout.columns) > 1 and len(layout):
             faces = add_identities(faces, layout, f"FRAMES_CSV {frames_csv} (the dataset layout's identities)",
                                    f"faces.csv with IDENTITY_CSV {identity_csv}" if identity_csv else "faces.csv")
-            identities_from.append(f"FRAMES_CSV {frames_csv}")
+            identities_from.append("FRAMES_CSV")
     usable = int(faces.status.eq("ok").sum())
     if not usable:
         raise ValueError(f"{faces_csv} holds no usable face (status ok): check notebook 02's output")
