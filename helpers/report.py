@@ -53,7 +53,7 @@ blockquote { border-left: 3px solid #bbb; margin: .6em 0; padding: .1em 1em; col
   h1 { font-size: 15pt; margin-top: 1.2em; } h2 { font-size: 11.5pt; margin: 1em 0 .3em; }
   h3 { font-size: 10pt; margin: .8em 0 .2em; } p { margin: .35em 0; } ul { margin: .3em 0; }
   table { font-size: 7pt; width: 100%; } th, td { padding: 1px 3px; word-break: normal; }
-  img { max-height: 5.5cm; max-width: 100%; width: auto; image-resolution: 150dpi; }
+  img { max-height: 5cm; max-width: 100%; width: auto; image-resolution: 150dpi; }
   .output_area.figure { display: inline-block; vertical-align: top; margin: 0 .5em .3em 0; max-width: 100%; }
   .output_area.figure .readable-table.narrow { width: 8.6cm; }
   .anchor-link { display: none; }
