@@ -30,12 +30,12 @@ Defaults (98 identities with landmarks, 1 REAL video each, 5 fakes per REAL, 16 
 588 videos, 98 REAL and 490 FAKE (83.3 % FAKE, DFDC's share), each recipe on 98 fakes (20 %), 49
 identity groups (pairs) of 12 videos each; a 20% test split holds about 118 videos. With
 `reals_per_identity=2` (two scenes per actor, as DFDC's actors recur): 1176 videos, 49 groups of
-24 videos. Measured on the 1176-video build, MTCNN as notebook 02 runs it
-(helpers.faces.FaceDetector, detect_max_side=0, confidence >= 0.9), on all 18816 frames, finds a face
-on 97.9 % of REAL frames and 96.8 % of FAKE ones (easiest 92.9 %, easy 96.6 %, medium 97.5 %,
-hard 98.6 %, hardest 98.3 %; at any confidence 99.3 % and 98.5 %). The build takes 28 s (23 CPU-s:
-8 s loading TensorFlow and finding the landmarks, the rest rendering) on the 2-core machine, and
-56 s while other jobs held it at a load of 6 (`time python -m helpers.demo --out /tmp/demo_check/videos`).
+24 videos. Measured on the default 588-video build (format 5), MTCNN as the tests run it
+(helpers.faces.FaceDetector, detect_max_side=0, confidence >= 0.9) on every second frame of the REAL
+videos finds a face on 97.5 % of 784 frames (a coarse grain of sigma 8 gave 95.7 %, so 6 it is); fakes
+are cropped with their original's boxes in training and detected on themselves in val/test, where the
+easiest (a fifth of the resolution, blurred) lose the most. The build takes 12-17 s on the 2-core
+machine (`time python -m helpers.demo --out /tmp/demo_check/videos`).
 
 Layout under `out_dir`: `dfdc_demo_part_<i>/` with the videos and DFDC's `metadata.json` (a fake sits
 in its original's part), `identities.csv` (video, identity, source_identity: target A and source B for
