@@ -61,7 +61,7 @@ def run_name(model: str, variant: str, seed: int) -> str:
 BUDGET_KEYS = ("image_size", "epochs", "batch_size", "lr", "warmup_epochs")
 
 
-def check_budgets(budgets: dict | None, models: Sequence[str] = ()) -> dict[str, dict]:
+def check_budgets(budgets: dict | None) -> dict[str, dict]:
     """`budgets` ({model: {image_size, epochs, ...}}) checked: known models and BUDGET_KEYS only."""
     budgets = {str(m): dict(b) for m, b in (budgets or {}).items()}
     for model, budget in budgets.items():
@@ -82,7 +82,7 @@ def plan_runs(models: Sequence[str], variants: Sequence[str], seeds: Iterable[in
     scripts/demo_budgets.py); a model without one uses `settings`. `recipes` maps a model to the
     settings chosen for it on validation (`choose_recipes`: learning rate and warm-up), applied last.
     """
-    budgets = check_budgets(budgets, models)
+    budgets = check_budgets(budgets)
     taken = {"model", "variant", "seed", "run_name"} & set(settings)
     if taken:
         raise ValueError(f"plan_runs sets {sorted(taken)} itself; pass models, variants and seeds instead")
@@ -127,7 +127,7 @@ def choose_recipes(models: Sequence[str], recipes: Sequence[dict], variant: str 
         unknown = sorted(set(recipe) - set(RECIPE_KEYS))
         if unknown:
             raise ValueError(f"a recipe sets {unknown}; recipes may set only {list(RECIPE_KEYS)}, got {recipe}")
-    budgets = check_budgets(budgets, models)
+    budgets = check_budgets(budgets)
     if len(recipes) == 1:
         # The one recipe fills in only what a model's own budget leaves open (its budget's lr wins).
         chosen = {m: {k: v for k, v in recipes[0].items() if k not in budgets.get(m, {})} for m in models}
