@@ -1,6 +1,8 @@
 """Figures the notebooks show and the report embeds; each returns its matplotlib Figure."""
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Sequence
 
@@ -58,12 +60,20 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int
     return fig
 
 
+def natural_key(value) -> tuple:
+    """A sort key that orders the numbers inside names by value: part_2 before part_10."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(value)))
+
+
 def counts_by(frame: pd.DataFrame, by: str, hue: str = "label", title: str | None = None):
     """A stacked bar chart of row counts by `by`, split by `hue` (REAL/FAKE colours kept fixed)."""
     table = frame.groupby([by, hue]).size().unstack(fill_value=0)
+    table = table.loc[sorted(table.index, key=natural_key)]  # part_2 before part_10
     colours = [LABEL_COLOURS.get(str(c), None) for c in table.columns]
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(table) + 2), 3.2))
     table.plot.bar(stacked=True, ax=ax, color=colours if all(colours) else None, rot=30)
+    # Rotated labels anchored at their right end, so each ends under its own bar.
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.set_ylabel("count")
     ax.set_xlabel(by)
     # Beside the axes, not inside: inside, the legend hides the tallest bar.
