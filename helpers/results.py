@@ -412,8 +412,8 @@ def why_not_learned(run: Run) -> str:
     if val < 0.6:
         return (f"it fitted its training faces (train AUC up to {train:.2f}) but validation AUC never passed "
                 f"{val:.2f} in {setting}: it memorised the training identities instead of the manipulation")
-    return (f"its validation AUC reached {val:.2f} (epoch {int(best.epoch) + 1} of {epochs}), but that did not "
-            f"carry over to the test identities")
+    return (f"its validation AUC during training (the split's validation faces) reached {val:.2f} (epoch "
+            f"{int(best.epoch) + 1} of {epochs}), but that did not carry over to the test identities")
 
 
 def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
