@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
+from sklearn.metrics import roc_curve
 
 METRICS = (
     "accuracy", "balanced_accuracy", "auc", "log_loss", "eer", "tpr_at_1fpr", "ap", "n", "n_fake", "n_real",
@@ -188,14 +189,8 @@ def roc_points(y_true: Iterable, prob: Iterable) -> tuple[np.ndarray, np.ndarray
     """(fpr, tpr, thresholds) of the ROC, one point per distinct score plus (0, 0) at threshold inf."""
     y = labels_to_int(y_true)
     p = _probs(prob, len(y))
-    s = _Sorted(y, p, 0.5)
-    pos_l = np.add.reduceat(s.y, s.starts)
-    neg_l = np.add.reduceat(1 - s.y, s.starts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = np.r_[0.0, np.cumsum(pos_l) / pos_l.sum()]
-        fpr = np.r_[0.0, np.cumsum(neg_l) / neg_l.sum()]
-    thresholds = np.r_[np.inf, s.prob[s.starts]]
-    return fpr, tpr, thresholds
+    # drop_intermediate=False keeps the collinear points too: one point per distinct score.
+    return roc_curve(y, p, pos_label=1, drop_intermediate=False)
 
 
 def _draw_weights(rng: np.random.Generator, rows: int, n: int, codes: np.ndarray | None, n_groups: int) -> np.ndarray:

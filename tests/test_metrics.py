@@ -49,12 +49,21 @@ def test_threshold_is_strict_like_torchmetrics():
 
 def test_roc_points_match_sklearn():
     y, p = scored(300, seed=1)
+    assert len(np.unique(p)) < len(p)  # tied scores
     fpr, tpr, thr = M.roc_points(y, p)
     sk_fpr, sk_tpr, sk_thr = skm.roc_curve(y, p, drop_intermediate=False)
-    np.testing.assert_allclose(fpr, sk_fpr)
-    np.testing.assert_allclose(tpr, sk_tpr)
-    np.testing.assert_allclose(thr[1:], sk_thr[1:])
-    assert thr[0] == np.inf
+    np.testing.assert_array_equal(fpr, sk_fpr)
+    np.testing.assert_array_equal(tpr, sk_tpr)
+    np.testing.assert_array_equal(thr, sk_thr)
+    assert len(thr) == len(np.unique(p)) + 1
+
+
+def test_roc_points_on_ties_known_by_hand():
+    # Scores 0.9 (fake), 0.5 (a fake and a real, tied), 0.2 (real): the tie is one step, up and right at once.
+    fpr, tpr, thr = M.roc_points(["FAKE", "FAKE", "REAL", "REAL"], [0.9, 0.5, 0.5, 0.2])
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 1.0]
+    assert tpr.tolist() == [0.0, 0.5, 1.0, 1.0]
+    assert thr.tolist() == [np.inf, 0.9, 0.5, 0.2]
 
 
 @pytest.mark.parametrize(
@@ -231,6 +240,22 @@ def test_mcnemar_chi_square_large_table():
 def test_mcnemar_identical_predictions():
     r = M.mcnemar([True, False, True], [True, False, True])
     assert (r["b"], r["c"], r["p_value"]) == (0, 0, 1.0)
+
+
+@pytest.mark.parametrize("b, c", [(10, 0), (3, 5), (12, 12), (7, 17), (40, 20), (13, 30), (100, 85)])
+def test_mcnemar_agrees_with_statsmodels(b, c):
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    # b items only A gets right, c only B, plus 50 both get right and 30 neither.
+    a = np.r_[np.ones(b, bool), np.zeros(c, bool), np.ones(50, bool), np.zeros(30, bool)]
+    b_ = np.r_[np.zeros(b, bool), np.ones(c, bool), np.ones(50, bool), np.zeros(30, bool)]
+    ours = M.mcnemar(a, b_)
+    exact = ours["method"] == "exact binomial"
+    assert exact == (b + c < M.EXACT_BELOW)
+    # statsmodels' table: rows = A right / wrong, columns = B right / wrong.
+    ref = mcnemar([[50, b], [c, 30]], exact=exact, correction=True)
+    assert ours["statistic"] == pytest.approx(ref.statistic)
+    assert ours["p_value"] == pytest.approx(ref.pvalue)
 
 
 def test_calibration_error_of_calibrated_and_overconfident():

@@ -400,6 +400,34 @@ def test_perceptual_hash_survives_jpeg_and_brightness_but_not_another_image():
     assert min(others) > 12, others
 
 
+def hash_bits(h) -> np.ndarray:
+    """A 64-bit hash as its 64 bits, first bit = first DCT coefficient (row-major), as imagehash stores them."""
+    return np.unpackbits(np.array([h], ">u8").view(np.uint8)).astype(bool)
+
+
+def test_perceptual_hash_agrees_with_imagehash_on_faces():
+    # Ours resizes with OpenCV (area) and imagehash with PIL (Lanczos), so a bit near its median may
+    # flip; the hashes should otherwise be the same bits in the same order, and so rank pairs alike.
+    import imagehash
+    from PIL import Image
+    from scipy import stats
+    from skimage import data
+
+    faces = [(face * 255).round().astype(np.uint8) for face in data.lfw_subset()[:120]]  # 25x25 grey LFW faces
+    faces = [cv2.resize(face, (96, 96), interpolation=cv2.INTER_CUBIC) for face in faces]  # crop-sized
+    ours = np.array([hash_bits(splits.perceptual_hash(face)) for face in faces])
+    ref = np.array([imagehash.phash(Image.fromarray(face)).hash.ravel() for face in faces])
+    apart = (ours != ref).sum(axis=1)
+    assert apart.max() <= 6 and np.median(apart) == 0, apart
+    pairs = np.triu_indices(len(faces), 1)
+    ours_pairs = (ours[:, None] != ours[None]).sum(axis=2)[pairs]
+    ref_pairs = (ref[:, None] != ref[None]).sum(axis=2)[pairs]
+    assert np.abs(ours_pairs - ref_pairs).mean() < 1
+    assert stats.spearmanr(ours_pairs, ref_pairs).statistic > 0.95
+    for photo in (data.astronaut(), data.chelsea(), data.coffee(), data.camera()):  # RGB and grey photos
+        assert (hash_bits(splits.perceptual_hash(photo)) != imagehash.phash(Image.fromarray(photo)).hash.ravel()).sum() <= 2
+
+
 def test_nearest_hamming_matches_brute_force_in_chunks():
     rng = np.random.default_rng(0)
     query = rng.integers(0, 2**63, 37, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 37, dtype=np.uint64)
