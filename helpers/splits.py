@@ -3,7 +3,7 @@
 Why: a fake and its original show the same person, and DFDC's actors recur across many source videos.
 A split by image puts one person in both training and test, and every number in the report goes up.
 
-How faces are grouped (a union-find over videos; every link we know joins two groups):
+How faces are grouped (connected components of a graph over videos; every link we know joins two groups):
 - a FAKE and its `original`, also when the original video is absent (two fakes of one absent original
   still share a group);
 - names matching NAME_PATTERN: FaceForensics++ calls its originals `000` and a fake of 000 with the
@@ -31,7 +31,8 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 import pandas as pd
-
+from scipy import sparse
+from scipy.sparse import csgraph
 
 from helpers.faces import COLUMNS as FACE_COLUMNS
 from helpers.faces import read_faces_manifest
@@ -57,32 +58,6 @@ class LeakageError(RuntimeError):
 
 
 # --- Identity links ---------------------------------------------------------------------------------
-
-class UnionFind:
-    """Disjoint sets over hashable nodes (path halving, union by size)."""
-
-    def __init__(self):
-        self.parent: dict = {}
-        self.size: dict = {}
-
-    def find(self, node):
-        if node not in self.parent:
-            self.parent[node], self.size[node] = node, 1
-            return node
-        while self.parent[node] != node:
-            self.parent[node] = self.parent[self.parent[node]]
-            node = self.parent[node]
-        return node
-
-    def union(self, a, b) -> None:
-        a, b = self.find(a), self.find(b)
-        if a == b:
-            return
-        if self.size[a] < self.size[b]:
-            a, b = b, a
-        self.parent[b] = a
-        self.size[a] += self.size[b]
-
 
 def _token(value) -> str | None:
     """An identity value as a string key ('' and NaN -> None; 3.0 read from a CSV -> '3')."""
@@ -129,15 +104,20 @@ def group_videos(faces: pd.DataFrame, identity_columns: Sequence[str] = IDENTITY
                  name_pattern: str = NAME_PATTERN) -> pd.Series:
     """The identity group of every video (index video_id): "g-" + the smallest video id in the group."""
     links = identity_links(faces, identity_columns, name_pattern)
-    sets = UnionFind()
-    for video, node in zip(links.video_id, links.node):
-        sets.union(f"video:{video}", node)
-    videos = sorted(links.video_id.unique())
-    roots = [sets.find(f"video:{v}") for v in videos]
-    first: dict = {}
-    for video, root in zip(videos, roots):  # sorted, so the first video seen is the group's smallest
-        first.setdefault(root, video)
-    return pd.Series([f"g-{first[r]}" for r in roots], index=pd.Index(videos, name="video_id"), name="group")
+    videos = np.sort(links.video_id.unique())
+    # Node i < len(videos) is "video:" + videos[i] (unique, so factorize numbers them in order); then come
+    # the other nodes the links name. Every link joins its video's node to another node.
+    nodes = pd.concat([pd.Series("video:" + videos.astype(object)), links.node], ignore_index=True)
+    codes, uniques = pd.factorize(nodes)
+    source, target = np.searchsorted(videos, links.video_id.to_numpy()), codes[len(videos):]
+    adjacency = sparse.coo_matrix((np.ones(len(links), dtype=np.int8), (source, target)),
+                                  shape=(len(uniques), len(uniques)))
+    component = csgraph.connected_components(adjacency, directed=False)[1][:len(videos)]
+    # videos are sorted, so the first video of each component is its smallest
+    _, first = np.unique(component, return_index=True)
+    smallest = dict(zip(component[first], videos[first]))
+    return pd.Series([f"g-{smallest[c]}" for c in component], index=pd.Index(videos, name="video_id"),
+                     name="group")
 
 
 # --- Identity files -------------------------------------------------------------------------------
