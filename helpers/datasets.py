@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torchvision.transforms import v2
 
 from helpers import splits
 
@@ -33,6 +34,7 @@ DEFAULT_AUGMENT = {
     "blur": 0.1,          # probability of a light Gaussian blur
     "erase": 0.25,        # probability of erasing a random rectangle (cutout)
 }
+ERASE_FILL = tuple(int(round(255 * m)) for m in MEAN)
 
 
 def variant_column(variant: str) -> str:
@@ -110,37 +112,41 @@ def build_cache(paths: list[str], size: int, cache_dir: str | Path, threads: int
 
 
 class Augment:
-    """Deepfake-minded augmentation on RGB uint8 arrays; `config` keys as in DEFAULT_AUGMENT."""
+    """Deepfake-minded augmentation on RGB uint8 arrays (torchvision.transforms.v2); `config` keys as in DEFAULT_AUGMENT.
+
+    torchvision draws from torch's global CPU generator, so each call reseeds it from `rng` (the seed,
+    or the worker's, see `_seed_worker`) and restores it afterwards: the output depends on `rng` alone,
+    and the process's own torch random stream is left as it was.
+    """
 
     def __init__(self, config: dict | None = None, seed: int | None = None):
         self.config = {**DEFAULT_AUGMENT, **(config or {})}
         self.rng = np.random.default_rng(seed)
+        c = self.config
+        steps = [v2.RandomHorizontalFlip(c["flip"])]
+        if c["jitter"]:
+            steps.append(v2.ColorJitter(brightness=c["jitter"], contrast=c["jitter"], saturation=c["jitter"]))
+        low, high = (int(q) for q in c["jpeg_quality"])
+        steps += [
+            # The deepfake-specific steps: DFDC videos are compressed and often soft, so a detector must not
+            # read its evidence from JPEG-free, sharp crops.
+            v2.RandomApply([v2.JPEG((low, high))], p=c["jpeg"]),
+            v2.RandomApply([v2.GaussianBlur(3, sigma=(0.3, 1.2))], p=c["blur"]),
+            # Cutout of 1-16% of the face, filled with the ImageNet mean: zero once normalised.
+            v2.RandomErasing(c["erase"], scale=(0.01, 0.16), ratio=(0.25, 4.0), value=ERASE_FILL),
+        ]
+        self.transform = v2.Compose(steps)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        c, rng = self.config, self.rng
-        image = image.copy()
-        if rng.random() < c["flip"]:
-            image = image[:, ::-1]
-        if c["jitter"]:
-            j = c["jitter"]
-            brightness, contrast, saturation = rng.uniform(1 - j, 1 + j, size=3)
-            x = image.astype(np.float32)
-            grey = x.mean(axis=2, keepdims=True)
-            x = grey + (x - grey) * saturation
-            x = (x - x.mean()) * contrast + x.mean()
-            image = np.clip(x * brightness, 0, 255).astype(np.uint8)
-        if rng.random() < c["jpeg"]:
-            quality = int(rng.integers(c["jpeg_quality"][0], c["jpeg_quality"][1] + 1))
-            ok, buffer = cv2.imencode(".jpg", np.ascontiguousarray(image), [cv2.IMWRITE_JPEG_QUALITY, quality])
-            image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-        if rng.random() < c["blur"]:
-            image = cv2.GaussianBlur(np.ascontiguousarray(image), (3, 3), float(rng.uniform(0.3, 1.2)))
-        if rng.random() < c["erase"]:
-            h, w = image.shape[:2]
-            eh, ew = int(h * rng.uniform(0.1, 0.4)), int(w * rng.uniform(0.1, 0.4))
-            y, x = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
-            image[y:y + eh, x:x + ew] = rng.integers(0, 256, size=3, dtype=np.uint8)
-        return np.ascontiguousarray(image)
+        x = torch.from_numpy(np.asarray(image).transpose(2, 0, 1).copy())  # CHW, and a copy: the input is left alone
+        state = torch.get_rng_state()
+        try:
+            # The CPU generator only: torch.manual_seed also seeds every accelerator, ~50x slower.
+            torch.default_generator.manual_seed(int(self.rng.integers(2**63)))
+            x = self.transform(x)
+        finally:
+            torch.set_rng_state(state)
+        return np.ascontiguousarray(x.permute(1, 2, 0).numpy())
 
 
 # (x / 255 - MEAN) / STD as one multiply-add per channel

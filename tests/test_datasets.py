@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers.datasets import (
+    ERASE_FILL,
     MEAN,
     STD,
     Augment,
@@ -226,6 +227,54 @@ def test_augment_with_everything_off_is_the_identity(images):
 def test_a_flip_alone_mirrors_the_image(images):
     flip = Augment({**NO_AUGMENT, "flip": 1.0}, seed=0)
     assert np.array_equal(flip(images[0]), images[0][:, ::-1])
+
+
+def test_augment_depends_on_its_seed_alone_and_leaves_torch_random_state_alone(images):
+    # torchvision draws from torch's global generator; Augment must neither follow nor move it.
+    config = {"flip": 0.5, "jitter": 0.2, "jpeg": 0.5, "blur": 0.5, "erase": 0.5}
+    torch.manual_seed(1)
+    a = [Augment(config, seed=3)(im) for im in images]
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    b = [Augment(config, seed=3)(im) for im in images]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_each_dataloader_worker_augments_differently_and_reproducibly(split):
+    # Eight copies of one face: any difference between two batches is the augmentation's.
+    from helpers.datasets import _seed_worker
+
+    part = split.head(1).loc[[split.index[0]] * 8]
+    dataset = FaceDataset(part, "full", 32, Augment({"flip": 0.5, "jitter": 0.3, "erase": 0.5}, seed=0))
+
+    def batches(seed: int) -> list[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, worker_init_fn=_seed_worker,
+                                             generator=torch.Generator().manual_seed(seed))
+        return [x for x, _, _ in loader]
+
+    first, again, other = batches(0), batches(0), batches(1)
+    assert all(torch.equal(x, y) for x, y in zip(first, again))
+    assert not torch.equal(first[0], first[1])  # batches 0 and 1 come from different workers
+    assert not all(torch.equal(x, y) for x, y in zip(first, other))
+
+
+def test_erase_fills_a_rectangle_of_one_to_sixteen_percent_with_the_mean_colour(images):
+    erase = Augment({**NO_AUGMENT, "erase": 1.0}, seed=0)
+    for image in images:
+        changed = (erase(image) != image).any(axis=2)
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        h, w = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert 0.005 <= h * w / changed.size <= 0.17, (h, w)
+    fill = Augment({**NO_AUGMENT, "erase": 1.0}, seed=0)(np.zeros((32, 32, 3), np.uint8))
+    assert {tuple(px) for px in fill.reshape(-1, 3)} == {(0, 0, 0), ERASE_FILL}
+
+
+def test_jpeg_and_blur_alone_change_the_face_only_a_little(images):
+    for step in ("jpeg", "blur"):
+        out = Augment({**NO_AUGMENT, step: 1.0}, seed=0)(images[0])
+        diff = np.abs(out.astype(int) - images[0].astype(int))
+        assert 0 < diff.mean() < 12, step
 
 
 # --- FaceDataModule -----------------------------------------------------------------------------------
