@@ -6,8 +6,9 @@ agrees with the `val/acc` logged during training.
 
 Every metric is a weighted sum over items, so one code path (`_weighted_metrics`) serves both the
 point estimate (all weights 1) and the bootstrap (weights = how often each item was drawn), and a
-thousand resamples are a few matrix products instead of a thousand Python loops. The same weights
-serve the paired comparison of two detectors (`paired_bootstrap`) and the pooling of training seeds
+thousand resamples are a few matrix products instead of a thousand Python loops (scikit-learn scores one
+resample per call; the tests check the metrics against it, EER by hand, and the interval against scipy). The
+same weights serve the paired comparison of two detectors (`paired_bootstrap`) and the pooling of training seeds
 (`hierarchical_bootstrap`), so every interval in the study resamples the same independent units.
 """
 from __future__ import annotations
