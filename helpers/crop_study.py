@@ -16,9 +16,9 @@ rows (`reference_predictions`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
-import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -32,6 +32,8 @@ from helpers import results, training
 from helpers.datasets import load_crop, read_split, variant_column
 from helpers.models import MODEL_NAMES, build_model, load_keras_weights
 from helpers.runtime import progress
+
+logger = logging.getLogger(__name__)
 
 # The study's MesoNet recipe; the notebook's defaults, here so tests and scripts can share them.
 STUDY_SETTINGS = {"epochs": 50, "batch_size": 16, "lr": 0.002, "optimizer": "adam", "weight_decay": 0.0}
@@ -278,8 +280,8 @@ def paired_faces(predictions: pd.DataFrame, model: str) -> pd.DataFrame:
         raise ValueError(f"the runs of {model} share no test face: were they trained on the same split.csv?")
     largest = max(len(faces) for faces in runs)
     if len(common) < largest:
-        warnings.warn(f"{model}: only {len(common)} of {largest} test faces were scored by every variant and seed; "
-                      "the comparison uses those", stacklevel=2)
+        logger.warning(f"{model}: only {len(common)} of {largest} test faces were scored by every variant and "
+                       "seed; the comparison uses those")
     faces = own[own["face_path"].isin(common)].drop_duplicates("face_path")[["face_path", "video_id", "group", "label"]]
     labels = own[own["face_path"].isin(common)].groupby("face_path")["label"].nunique()
     if (labels > 1).any():
@@ -552,7 +554,7 @@ def score_published_mesonet(weights_dir: str | Path, test_frame: pd.DataFrame, i
         raise FileNotFoundError(f"{folder} holds none of {[n + '.h5' for n in names]}: set MESONET_WEIGHTS_DIR to "
                                 "the folder with the authors' weights, or to \"\" to skip the reference rows")
     if len(present) < len(names):
-        warnings.warn(f"{folder}: {sorted(set(names) - set(present))} missing, scoring {present} only", stacklevel=2)
+        logger.warning(f"{folder}: {sorted(set(names) - set(present))} missing, scoring {present} only")
     faces = test_frame.reset_index(drop=True)
     paths = [str(p) for p in faces[variant_column(variant)]]
     images = np.stack([load_crop(p, image_size) for p in paths]).astype(np.float32) / 255.0

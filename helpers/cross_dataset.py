@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -61,7 +62,9 @@ import pandas as pd  # noqa: E402
 from helpers import frames as FR  # noqa: E402
 from helpers import layouts  # noqa: E402
 from helpers import metrics as M  # noqa: E402
-from helpers.manifest import fingerprint, notice, stable_hash  # noqa: E402
+from helpers.manifest import fingerprint, stable_hash  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = ["run", "dataset", "method", "level", "n_videos", "n_faces", "auc", "auc_low", "auc_high", "log_loss",
            "eer", "ap", "tpr_at_1fpr", "balanced_accuracy", "threshold", "n_real_videos", "n_fake_videos", "unit",
@@ -791,6 +794,6 @@ def external_roots(external_dirs, out_dir: str | Path, make_demo: bool = False, 
     if make_demo:
         roots.append(make_external_demo(Path(out_dir) / "external_demo", **demo_kwargs))
     if not roots:
-        notice("EXTERNAL_DIRS is empty and MAKE_DEMO_EXTERNAL is off: there is nothing to evaluate, so notebook 08 "
-               "skips the cross-dataset evaluation (list FaceForensics++ or Celeb-DF roots in EXTERNAL_DIRS)")
+        logger.warning("EXTERNAL_DIRS is empty and MAKE_DEMO_EXTERNAL is off: there is nothing to evaluate, so "
+                       "notebook 08 skips the cross-dataset evaluation (list FaceForensics++ or Celeb-DF roots in EXTERNAL_DIRS)")
     return roots

@@ -20,6 +20,7 @@ found on the original's frame at the same index, reused for its fake).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,10 @@ import pandas as pd
 from helpers.frames import group_key, read_frames_manifest, write_jpeg
 from helpers.frames import read_settings as read_frame_settings
 from helpers.manifest import (EmptyStageError, ManifestSpec, check_float, check_int, file_fingerprint, fingerprint,
-                              notice, parse_shard, read_manifest, read_settings_record, run_stage)
+                              parse_shard, read_manifest, read_settings_record, run_stage)
 from helpers.runtime import cpu_count, import_tensorflow, worker_count
+
+logger = logging.getLogger(__name__)
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -591,8 +594,8 @@ def extract_faces(
     if detector == "mtcnn-torch":
         device = resolve_device(device)
         if device.startswith("cuda") and workers > 1:
-            notice(f"WORKERS {workers} -> 1: DEVICE {device} runs the torch MTCNN in one process (each worker "
-                   "would hold its own CUDA context; one process keeps the GPU busy with whole batches)")
+            logger.info(f"WORKERS {workers} -> 1: DEVICE {device} runs the torch MTCNN in one process (each worker "
+                        "would hold its own CUDA context; one process keeps the GPU busy with whole batches)")
             workers = 1
     else:
         device = device or None
@@ -621,7 +624,7 @@ def extract_faces(
                    f"{out_dir / SPEC.name} gives the reason for each frame")
         if not (allow_empty or shard_[1] > 1):
             raise EmptyStageError(message)
-        notice(message)
+        logger.warning(message)
     return manifest
 
 

@@ -26,6 +26,7 @@ matches its metadata entry; the video is read from its path on disk.
 from __future__ import annotations
 
 import json
+import logging
 import unicodedata
 from pathlib import Path
 
@@ -34,9 +35,11 @@ import numpy as np
 import pandas as pd
 
 from helpers.manifest import (EmptyStageError, ManifestSpec, OutputError, atomic_write_text, check_int,
-                              file_fingerprint, fingerprint, is_missing, notice, parse_shard, read_manifest,
+                              file_fingerprint, fingerprint, is_missing, parse_shard, read_manifest,
                               read_settings_record, run_stage, stable_hash, validate_manifest, write_output)
 from helpers.runtime import worker_count
+
+logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -80,7 +83,7 @@ def _listdir(folder: Path) -> list[Path]:
     try:
         return sorted(folder.iterdir())
     except OSError as err:
-        notice(f"cannot list {folder} ({err.strerror or err}): its videos are skipped")
+        logger.warning(f"cannot list {folder} ({err.strerror or err}): its videos are skipped")
         return []
 
 
@@ -140,7 +143,7 @@ def list_videos(videos_dir: str | Path, layout: str = "auto", compression: str =
                                 f"({layouts.expected_text()})")
     name, why = layouts.resolve_layout(root, layout)
     if layout == "auto":
-        notice(f"{root} is read as layout {name!r} ({why}); set LAYOUT to choose another")
+        logger.info(f"{root} is read as layout {name!r} ({why}); set LAYOUT to choose another")
     if name == "dfdc":
         videos = list_dfdc(root)
         videos = videos.assign(dataset=root.name or str(root),
@@ -510,12 +513,12 @@ def _check_result(manifest: pd.DataFrame, out_dir: Path, only_warn: bool) -> Non
                    f"{out_dir / SPEC.name} lists the reason for each")
         if not only_warn:
             raise EmptyStageError(message)
-        notice(message)
+        logger.warning(message)
         return
     labels = sorted(set(ok.label.dropna()))
     if len(labels) == 1:
-        notice(f"every usable video is {labels[0]}: a detector needs REAL and FAKE videos to learn from "
-               "(check the metadata.json labels, or MAX_VIDEOS)")
+        logger.warning(f"every usable video is {labels[0]}: a detector needs REAL and FAKE videos to learn from "
+                       "(check the metadata.json labels, or MAX_VIDEOS)")
 
 
 def read_frames_manifest(path: str | Path | pd.DataFrame, required=tuple(COLUMNS)) -> pd.DataFrame:

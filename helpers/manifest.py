@@ -16,7 +16,7 @@ Reuse rule: the journal keys every item by its settings.
   settings.json and output folders and starts again.
 - A journal line is reused only when its key, its settings hash and its input fingerprint all match this
   run's task. A task whose input changed (another video under the same name, frames sampled again) is
-  redone, its old files removed, and the stage says how many (a `StageNotice` warning).
+  redone, its old files removed, and the stage says how many (a warning on the `helpers.manifest` logger).
 
 Failures:
 - bad input is the work function's to record as rows (status, reason), never to raise;
@@ -41,6 +41,7 @@ import errno as errno_
 import fcntl
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -49,7 +50,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -63,14 +63,12 @@ import pandas as pd
 
 from helpers.runtime import progress
 
+logger = logging.getLogger(__name__)
+
 JOURNAL_DIR = "_journal"
 SETTINGS_FILE = "settings.json"
 # Integer columns of the study's manifests: written as integers ("37", not "37.0") wherever they appear.
 INT_COLUMNS = ("frame_index", "face_index", "n_frames", "width", "height")
-
-
-class StageNotice(UserWarning):
-    """Something a stage wants the user to know that is not an error (items redone, an empty label)."""
 
 
 class OutputError(OSError):
@@ -156,8 +154,9 @@ def check_float(name: str, value, minimum: float | None = None, maximum: float |
 
 
 def notice(message: str) -> None:
-    """Tell the user something (a StageNotice warning: shown in notebooks and on stderr)."""
-    warnings.warn(message, StageNotice, stacklevel=3)
+    """Tell the user about a data problem: a warning on the calling module's logger (helpers.layouts, ...)."""
+    caller = sys._getframe(1).f_globals.get("__name__", __name__)
+    logging.getLogger(caller).warning(message)
 
 
 # --- writing our own output -----------------------------------------------------------------------------
@@ -429,8 +428,8 @@ def claim_settings(out_dir: Path, stage: str, settings: dict, spec: "ManifestSpe
                 f"them and start again")
         return
     elif (out_dir / spec.name).exists() or any(p.stat().st_size for p in (out_dir / JOURNAL_DIR).glob(f"{stage}*.jsonl")):
-        notice(f"{out_dir} holds {spec.name} or journals without {SETTINGS_FILE} (written before settings were "
-               "recorded): their items are redone under this run's settings")
+        logger.warning(f"{out_dir} holds {spec.name} or journals without {SETTINGS_FILE} (written before settings "
+                       "were recorded): their items are redone under this run's settings")
     write_settings(out_dir, stage, settings, spec.written_by, inputs)
 
 
@@ -613,8 +612,8 @@ def run_stage(
                 if entry is not None:
                     stale.append(entry)
         if stale:
-            notice(f"{stage}: {len(stale)} item(s) journaled in {out_dir} were made from other input or settings "
-                   f"(e.g. {stale[0]['key']}): redoing them")
+            logger.warning(f"{stage}: {len(stale)} item(s) journaled in {out_dir} were made from other input or "
+                           f"settings (e.g. {stale[0]['key']}): redoing them")
             _remove_outputs(stale, spec.output_columns, out_dir)
         bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=desc or stage, unit="item")
         try:

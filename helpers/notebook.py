@@ -5,12 +5,15 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import logging
 import os
 import sys
 import warnings
 from pathlib import Path
 
-from helpers.runtime import cpu_count, headless, quiet_tensorflow
+from helpers.runtime import configure_logging, cpu_count, headless, quiet_tensorflow
+
+logger = logging.getLogger(__name__)
 
 
 def project_root() -> Path:
@@ -25,23 +28,10 @@ def project_root() -> Path:
 
 
 def show_notices_plainly() -> None:
-    """In Jupyter, a stage's notice (helpers.manifest.StageNotice) as one plain line, not a red warning with its
-    source line; headless runs keep it on stderr, which the report leaves out."""
-    from helpers.manifest import StageNotice  # noqa: PLC0415 - manifest pulls in pandas
-
-    if headless():
-        return
-
-    default = getattr(warnings.showwarning, "default", warnings.showwarning)
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, StageNotice):
-            print(f"Note: {message}", flush=True)
-        else:
-            default(message, category, filename, lineno, file, line)
-
-    show.default = default
-    warnings.showwarning = show
+    """In Jupyter, the helpers loggers' messages as plain "Note: ..." lines under the cell, not a red stderr block;
+    headless runs keep them on stderr (LEVEL name: message), which the report leaves out."""
+    if not headless():
+        configure_logging(stream="stdout", fmt="Note: %(message)s")
 
 
 def setup(threads: int | None = None) -> Path:
@@ -143,8 +133,8 @@ def redo_on_change(stage, videos_or_frames, out_dir, *, on_change: str = "redo",
     changed = "; ".join(f"{k.upper()} {record['settings'].get(k)!r} there, {now.get(k)!r} now"
                         for k in sorted(set(record["settings"]) | set(now or {}))
                         if now is not None and record["settings"].get(k) != now.get(k)) or "other settings"
-    print(f"{out_dir} held {entry[0]} made with other settings ({changed}): ON_CHANGE = \"redo\", so they are "
-          "deleted and made again (ON_CHANGE = \"refuse\" would stop instead).", flush=True)
+    logger.info(f"{out_dir} held {entry[0]} made with other settings ({changed}): ON_CHANGE = \"redo\", so they are "
+                "deleted and made again (ON_CHANGE = \"refuse\" would stop instead).")
     return stage(videos_or_frames, out_dir, **{**kwargs, "fresh": True})
 
 

@@ -3,7 +3,43 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr (or sys.stdout) is when a record comes: Jupyter, papermill and pytest
+    replace them after `helpers` is imported, and a stream held from import time would miss their capture."""
+
+    def __init__(self, stream_name: str = "stderr"):
+        self.stream_name = stream_name
+        super().__init__()
+
+    @property
+    def stream(self):
+        return getattr(sys, self.stream_name)
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass  # logging.StreamHandler.__init__ assigns one; the property looks it up instead
+
+
+def configure_logging(level: int | str = "INFO", stream: str = "stderr", fmt: str = LOG_FORMAT) -> logging.Logger:
+    """Show the `helpers` loggers' messages at `level` and above on `stream`; calling it again reconfigures the
+    same handler, never adds a second one, and the root logger is left alone."""
+    if stream not in ("stderr", "stdout"):
+        raise ValueError(f"stream must be 'stderr' or 'stdout', got {stream!r}")
+    logger = logging.getLogger("helpers")
+    handler = next((h for h in logger.handlers if isinstance(h, _ConsoleHandler)), None)
+    if handler is None:
+        handler = _ConsoleHandler()
+        logger.addHandler(handler)
+    handler.stream_name = stream
+    handler.setFormatter(logging.Formatter(fmt))
+    logger.setLevel(level)
+    return logger
 
 
 def quiet_tensorflow() -> None:

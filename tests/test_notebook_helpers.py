@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def videos(tmp_path):
     return tmp_path / "videos"
 
 
-def test_a_changed_setting_is_redone_and_the_same_settings_resume(videos, tmp_path, capsys):
+def test_a_changed_setting_is_redone_and_the_same_settings_resume(videos, tmp_path, caplog):
     out = tmp_path / "frames"
     first = redo_on_change(frames.sample_frames, videos, out, frames_per_video=2, workers=1)
     assert (first[first.status == "ok"].groupby("video_id").size() == 2).all()
@@ -47,7 +48,7 @@ def test_a_changed_setting_is_redone_and_the_same_settings_resume(videos, tmp_pa
     assert again.equals(first)
 
     changed = redo_on_change(frames.sample_frames, videos, out, frames_per_video=3, strategy="uniform", workers=1)
-    said = capsys.readouterr().out
+    said = " ".join(r.getMessage() for r in caplog.records if r.name == "helpers.notebook")
     assert "FRAMES_PER_VIDEO 2 there, 3 now" in said and "STRATEGY 'random' there, 'uniform' now" in said
     assert "deleted and made again" in said
     assert frames.read_settings(out)["frames_per_video"] == 3 and frames.read_settings(out)["strategy"] == "uniform"
@@ -56,6 +57,35 @@ def test_a_changed_setting_is_redone_and_the_same_settings_resume(videos, tmp_pa
     assert sorted(set(table.frame_index.dropna())) == [5, 15, 25]  # uniform: centred in thirds of 30 frames
     assert len(list((out / "frames").rglob("*.jpg"))) == (table.status == "ok").sum()  # the old frames are gone
     assert changed.equals(table)
+
+
+def test_helpers_messages_reach_the_console_once_plainly_in_jupyter(monkeypatch, capsys):
+    from helpers.notebook import show_notices_plainly
+    from helpers.runtime import configure_logging
+
+    package, root = logging.getLogger("helpers"), logging.getLogger()
+    before = list(root.handlers)
+    log = logging.getLogger("helpers.frames")
+    try:
+        configure_logging()  # what `import helpers` did; again changes nothing
+        assert len(package.handlers) == 1 and root.handlers == before
+        log.warning("a data problem")
+        log.info("a stage's progress")
+        out, err = capsys.readouterr()
+        assert out == "" and err == "WARNING helpers.frames: a data problem\nINFO helpers.frames: a stage's progress\n"
+
+        monkeypatch.setenv("HELPERS_HEADLESS", "1")  # papermill under helpers.pipeline: stderr, left out of the report
+        show_notices_plainly()
+        log.warning("headless")
+        assert capsys.readouterr() == ("", "WARNING helpers.frames: headless\n")
+
+        monkeypatch.delenv("HELPERS_HEADLESS")  # a live Jupyter session: one plain line under the cell
+        show_notices_plainly()
+        log.warning("in Jupyter")
+        assert capsys.readouterr() == ("Note: in Jupyter\n", "")
+        assert len(package.handlers) == 1 and root.handlers == before
+    finally:
+        configure_logging()
 
 
 def test_refuse_shard_and_another_stages_folder_keep_the_refusal(videos, tmp_path):
