@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -35,6 +36,8 @@ from pathlib import Path
 import yaml
 
 from helpers.notebook import project_root
+
+logger = logging.getLogger(__name__)
 
 RUN_KEY = "_run"
 OVERRIDE = re.compile(r"^(?P<notebook>[^.\[\]=]+)(?:\[(?P<run>[^\]]*)\])?\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$",
@@ -302,7 +305,7 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None, start: st
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
     outputs = []
     for run in runs:
-        print(f"[{time.strftime('%H:%M:%S')}] {run.name} ...", flush=True)
+        logger.info(f"[{time.strftime('%H:%M:%S')}] {run.name} ...")
         started = time.time()
         try:
             outputs.append(execute(run, out_dir, root))
@@ -315,7 +318,7 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None, start: st
                              "parameters": run.parameters, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
             out_dir.mkdir(parents=True, exist_ok=True)
             log_path.write_text(json.dumps(log, indent=2, default=str))
-        print(f"[{time.strftime('%H:%M:%S')}] {run.name} done in {time.time() - started:.0f} s", flush=True)
+        logger.info(f"[{time.strftime('%H:%M:%S')}] {run.name} done in {time.time() - started:.0f} s")
     return outputs
 
 

@@ -48,10 +48,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 # Before torch loads OpenMP (no effect once it has): idle OpenMP threads otherwise spin, and on a machine
@@ -71,6 +71,8 @@ from helpers.frames import VIDEO_EXTENSIONS, frame_indices, list_videos, open_vi
 from helpers.runtime import cpu_count, progress, set_torch_threads  # noqa: E402
 from helpers.training import load_model, predict_logits  # noqa: E402
 
+logger = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 STATUSES = ("ok", "unreadable", "no_face", "unsupported", "error")
 # What predict uses when a run's config.json has no face_settings (runs trained before they were recorded).
@@ -85,8 +87,6 @@ ITEM_COLUMNS = ("dataset", "method", "video_id", "label", "split")  # what a dat
 ALL_METHODS = "all"
 
 
-class RunNotice(UserWarning):
-    """A run folder that predict can use, but not exactly as its training data was made (said once)."""
 # The square searched around a face's expected place between key frames: ROI_MARGIN x the expected
 # box's longer side, resized to ROI_SIZE px, so the face is ~ROI_SIZE / ROI_MARGIN px for MTCNN.
 ROI_MARGIN = 2.0
@@ -206,7 +206,7 @@ class Predictor:
     Face settings (face_size, margin, min_confidence, min_face_size, detect_max_side, scale_factor,
     jpeg_quality, keep, detector) come from run_dir/config.json["face_settings"], the settings notebook 02 cropped
     the run's training faces with; an argument given here overrides its value; without face_settings
-    the DEFAULT_FACE_SETTINGS apply and a RunNotice says so once. `self.face_settings` holds what is
+    the DEFAULT_FACE_SETTINGS apply and a warning says so once. `self.face_settings` holds what is
     used and `self.face_settings_source` where it came from. Calibration and threshold come from
     run_dir/metrics.json (see the module docstring).
 
@@ -275,9 +275,9 @@ class Predictor:
         if recorded is None:
             missing = [k for k, v in given.items() if v is None]
             if missing:
-                warnings.warn(f"{config_path} has no face_settings (the run predates them): predict crops with its "
-                              f"defaults {', '.join(f'{k}={DEFAULT_FACE_SETTINGS[k]}' for k in missing)}, which may "
-                              "differ from how the training faces were cut", RunNotice, stacklevel=3)
+                logger.warning(f"{config_path} has no face_settings (the run predates them): predict crops with "
+                               f"its defaults {', '.join(f'{k}={DEFAULT_FACE_SETTINGS[k]}' for k in missing)}, which "
+                               "may differ from how the training faces were cut")
             source, base = "defaults", DEFAULT_FACE_SETTINGS
         else:
             source = f"{config_path} face_settings"
@@ -662,27 +662,27 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"predict: {err}", file=sys.stderr)
         return 2
-    print(f"predict: start-up {time.perf_counter() - started:.1f} s (model {predictor.startup['model']:.1f} s, "
-          f"detector {predictor.startup['detector']:.1f} s, {predictor.face_settings['detector'] or 'given'}); faces cut with {predictor.face_settings_source}; "
-          f"{'Platt-calibrated, ' if predictor.platt else ''}FAKE above {predictor.threshold:g} "
-          f"({predictor.threshold_source})", file=sys.stderr)
+    logger.info(f"start-up {time.perf_counter() - started:.1f} s (model {predictor.startup['model']:.1f} s, "
+                f"detector {predictor.startup['detector']:.1f} s, {predictor.face_settings['detector'] or 'given'}); "
+                f"faces cut with {predictor.face_settings_source}; {'Platt-calibrated, ' if predictor.platt else ''}"
+                f"FAKE above {predictor.threshold:g} ({predictor.threshold_source})")
     show = not args.json and sys.stderr.isatty()
     results, summaries = [], []
     for path in args.paths:
         try:
             name, why = dataset_layout(path, args.layout)
         except layouts.LayoutError as err:  # two layouts' marks: say so, then score its files as before
-            print(f"predict: {err}; its files are scored without labels", file=sys.stderr)
+            logger.warning(f"{err}; its files are scored without labels")
             name = None
         if name is None:
             results += predictor.predict_paths([path], show_progress=show)
             continue
-        print(f"predict: {path} is read as layout {name!r} ({why})", file=sys.stderr)
+        logger.info(f"{path} is read as layout {name!r} ({why})")
         try:
             table = score_dataset(path, layout=name, compression=args.compression, predictor=predictor,
                                   show_progress=show)
         except (layouts.LayoutError, FileNotFoundError, ValueError) as err:  # a root that does not fit its layout
-            print(f"predict: {err}", file=sys.stderr)
+            logger.warning(str(err))
             results.append(_unscored(str(path), "unsupported", str(err), predictor.threshold))
             continue
         results += _records(table)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -219,10 +220,11 @@ def test_between_key_frames_the_torch_detector_searches_from_roi_min_face(predic
     assert calls == [(1, (predict.ROI_SIZE, predict.ROI_SIZE, 3), predict.ROI_MIN_FACE)]  # frame 1 of 0..3 (keys 0, 2, 3)
 
 
-def test_without_face_settings_the_defaults_apply_and_it_says_so(tmp_path, predictor):
+def test_without_face_settings_the_defaults_apply_and_it_says_so(tmp_path, predictor, caplog):
     run = make_untrained_run(tmp_path / "run", "meso4", 32)
-    with pytest.warns(predict.RunNotice, match="has no face_settings.*face_size=224, margin=1.3"):
-        p = Predictor(run, warm_up=False, detector=predictor.detector)
+    p = Predictor(run, warm_up=False, detector=predictor.detector)
+    said = [r for r in caplog.records if r.name == "helpers.predict" and r.levelname == "WARNING"]
+    assert len(said) == 1 and re.search("has no face_settings.*face_size=224, margin=1.3", said[0].getMessage())
     assert p.face_settings == predict.DEFAULT_FACE_SETTINGS and p.face_settings_source == "defaults"
     assert p.threshold == 0.5 and p.platt is None
 
