@@ -46,6 +46,7 @@ import pytorch_lightning as pl
 import torch
 import torchmetrics
 import yaml
+from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from helpers import metrics as M
@@ -53,6 +54,8 @@ from helpers import protocol
 from helpers.datasets import FaceDataModule
 from helpers.models import build_model
 from helpers.runtime import cpu_count, headless
+
+logger = logging.getLogger(__name__)
 
 DEFAULTS: dict = {
     "split_csv": "data/interim/03_split/split.csv",
@@ -167,6 +170,28 @@ def vit_kwargs(size: str = "tiny", patch_size: int = 0, depth: int = 0, heads: i
 
 def run_dir_of(config: dict) -> Path:
     return Path(config["out_dir"]) / config["run_name"]
+
+
+@rank_zero_only
+def tell(message: str, level: int = logging.INFO) -> None:
+    """Log a message once per DDP job, on global rank 0 only.
+
+    Not Lightning's rank_zero_info / rank_zero_warn: the first logs on Lightning's own logger (which
+    quiet_lightning keeps at WARNING), the second makes a Python warning; this stays on helpers.training.
+    """
+    logger.log(level, message)
+
+
+def resume_from(config: dict, last: Path) -> bool:
+    """Whether this run continues from last.ckpt; says so, or why RESUME starts it from epoch 1 after all."""
+    if not config["resume"]:
+        return False
+    if last.exists():
+        tell(f"{config['run_name']}: RESUME continues from {last}")
+        return True
+    tell(f"{config['run_name']}: RESUME is on, but {last} does not exist: the run starts from epoch 1",
+         logging.WARNING)
+    return False
 
 
 class EqualErrorRate(torchmetrics.Metric):
@@ -576,7 +601,7 @@ def fit_and_test(config: dict) -> Path:
         enable_progress_bar=any(isinstance(c, EpochProgressBar) for c in callbacks), log_every_n_steps=1,
         num_sanity_val_steps=0, deterministic=("warn" if config["deterministic"] else False),
     )
-    resuming = bool(config["resume"]) and last.exists()
+    resuming = resume_from(config, last)
     metrics_csv = run_dir / "logs" / "metrics.csv"
     # CSVLogger rewrites metrics.csv from scratch on every fit, which would drop the epochs before a resume.
     earlier = pd.read_csv(metrics_csv) if resuming and metrics_csv.exists() and metrics_csv.stat().st_size else None

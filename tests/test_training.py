@@ -30,6 +30,7 @@ from helpers.training import (
     load_model,
     main,
     make_config,
+    resume_from,
 )
 from tests.test_datasets import make_split
 
@@ -139,6 +140,31 @@ def test_equal_error_rate_extremes_and_reset():
     eer.reset()
     eer.update(torch.full((6,), 0.5), torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0]))  # uninformative
     assert float(eer.compute()) == pytest.approx(0.5)
+
+
+def test_training_messages_come_from_rank_zero_only(tmp_path, monkeypatch, caplog):
+    """Under DDP every rank runs fit_and_test: what it says, only global rank 0 says."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    config = make_config(run_name="r", out_dir=str(tmp_path), resume=True)
+    last = tmp_path / "r" / "checkpoints" / "last.ckpt"
+
+    def said():
+        return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "helpers.training"]
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    assert resume_from(config, last) is False and said() == []  # the same decision, nothing said
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    assert resume_from(config, last) is False
+    assert said() == [("WARNING", f"r: RESUME is on, but {last} does not exist: the run starts from epoch 1")]
+    caplog.clear()
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    assert resume_from(config, last) is True and said() == []
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    assert resume_from(config, last) is True and said() == [("INFO", f"r: RESUME continues from {last}")]
+    assert resume_from({**config, "resume": False}, last) is False
 
 
 # --- a run that learns, and the folder it leaves ------------------------------------------------------
