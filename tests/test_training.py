@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score, roc_curve
 
 from helpers.datasets import FaceDataset, read_split
 from helpers.metrics import binary_metrics
@@ -24,7 +24,6 @@ from helpers.models import PretrainedWeightsMissing, pretrained_weights_path
 from helpers.training import (
     DEFAULTS,
     DetectorModule,
-    EqualErrorRate,
     detection_metrics,
     fit_and_test,
     load_model,
@@ -118,27 +117,31 @@ def test_logged_metrics_agree_with_scikit_learn_and_helpers_metrics(name, y, pro
         collection["acc"].update(p, t.long())
         collection["bal_acc"].update(torch.stack([1 - p, p], dim=1), t.long())
         collection["auc"].update(p, t.long())
-        collection["eer"].update(p, t)
+        collection["eer"].update(p, t.long())
     values = {k: float(v) for k, v in collection.compute().items()}
     p32 = probs.double().numpy()  # what the metrics saw, float32, compared in float64
     reference = binary_metrics(y, p32)
     assert values["val/acc"] == pytest.approx(accuracy_score(y, p32 > 0.5), abs=1e-6)
     assert values["val/bal_acc"] == pytest.approx(balanced_accuracy_score(y, p32 > 0.5), abs=1e-6)
     assert values["val/auc"] == pytest.approx(roc_auc_score(y, p32), abs=1e-6)
-    assert values["val/eer"] == pytest.approx(reference["eer"], abs=1e-6)
+    fpr, tpr, _ = roc_curve(y, p32, drop_intermediate=False)
+    closest = np.argmin(np.abs(fpr - (1 - tpr)))  # BinaryEER: the ROC point where FPR and FNR are closest
+    assert values["val/eer"] == pytest.approx((fpr[closest] + 1 - tpr[closest]) / 2, abs=1e-6)
+    # metrics.json's EER interpolates along the ROC segment that crosses FPR = FNR: within one step of it
+    assert abs(values["val/eer"] - reference["eer"]) <= 1 / min(sum(y), len(y) - sum(y)) / 2 + 1e-6
     assert values["val/acc"] == pytest.approx(reference["accuracy"], abs=1e-6)
     assert values["val/bal_acc"] == pytest.approx(reference["balanced_accuracy"], abs=1e-6)
 
 
 def test_equal_error_rate_extremes_and_reset():
-    eer = EqualErrorRate()
-    eer.update(torch.tensor([0.1, 0.2, 0.8, 0.9]), torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    eer = detection_metrics("val")["eer"]
+    eer.update(torch.tensor([0.1, 0.2, 0.8, 0.9]), torch.tensor([0, 0, 1, 1]))
     assert float(eer.compute()) == pytest.approx(0.0)
     eer.reset()
-    eer.update(torch.tensor([0.9, 0.8, 0.2, 0.1]), torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    eer.update(torch.tensor([0.9, 0.8, 0.2, 0.1]), torch.tensor([0, 0, 1, 1]))
     assert float(eer.compute()) == pytest.approx(1.0)
     eer.reset()
-    eer.update(torch.full((6,), 0.5), torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0]))  # uninformative
+    eer.update(torch.full((6,), 0.5), torch.tensor([0, 1, 0, 1, 0, 1]))  # uninformative
     assert float(eer.compute()) == pytest.approx(0.5)
 
 
