@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import frames, layouts, manifest, splits
+from helpers import frames, layouts, splits
 from tests.videos import write_part, write_video
+
+
+def said(caplog, pattern: str) -> bool:
+    """Whether a helpers logger said something matching `pattern` (data problems are logged, not warned)."""
+    return any(r.name.startswith("helpers.") and re.search(pattern, r.getMessage()) for r in caplog.records)
 
 
 def by_id(table: pd.DataFrame) -> pd.DataFrame:
@@ -74,9 +80,9 @@ def folders_dir(tmp_path):
 
 # --- FaceForensics++ ----------------------------------------------------------------------------------------
 
-def test_ffpp_labels_originals_methods_identities_and_official_split(ffpp_dir):
-    with pytest.warns(manifest.StageNotice, match="FaceSwap.*c40"):
-        table = frames.list_videos(ffpp_dir, layout="ffpp")
+def test_ffpp_labels_originals_methods_identities_and_official_split(ffpp_dir, caplog):
+    table = frames.list_videos(ffpp_dir, layout="ffpp")
+    assert said(caplog, "FaceSwap.*c40")
     assert table.attrs["layout"] == "ffpp"
     videos = by_id(table[table.status == "ok"])
     assert videos.index.is_unique  # every method's 000_001 has its own id
@@ -147,18 +153,18 @@ def test_ffpp_without_split_files_has_no_split_column(ffpp_dir):
     assert "split" not in frames.list_videos(ffpp_dir, layout="ffpp").columns
 
 
-def test_a_broken_split_file_is_said_and_ignored(ffpp_dir):
+def test_a_broken_split_file_is_said_and_ignored(ffpp_dir, caplog):
     (ffpp_dir / "splits" / "test.json").write_text("{not json")
-    with pytest.warns(manifest.StageNotice, match="test.json cannot be used"):
-        table = frames.list_videos(ffpp_dir, layout="ffpp")
+    table = frames.list_videos(ffpp_dir, layout="ffpp")
+    assert said(caplog, "test.json cannot be used")
     assert by_id(table).loc["000", "split"] == "train" and pd.isna(by_id(table).loc["003", "split"])
 
 
 # --- Celeb-DF ------------------------------------------------------------------------------------------------
 
-def test_celebdf_labels_originals_identities_and_the_test_list(celebdf_dir):
-    with pytest.warns(manifest.StageNotice, match="1 line"):
-        table = frames.list_videos(celebdf_dir, layout="celebdf")
+def test_celebdf_labels_originals_identities_and_the_test_list(celebdf_dir, caplog):
+    table = frames.list_videos(celebdf_dir, layout="celebdf")
+    assert said(caplog, "1 line")
     videos = by_id(table)
     swap = videos.loc["id0_id1_0000"]
     assert (swap.label, swap.method, swap.original, swap.identity, swap.source_identity, swap.split) == (
@@ -214,13 +220,14 @@ def test_a_truncated_image_is_unreadable(tmp_path):
 
 # --- auto-detection ---------------------------------------------------------------------------------------------
 
-def test_auto_detects_each_layout_and_says_which(ffpp_dir, celebdf_dir, folders_dir, tmp_path):
+def test_auto_detects_each_layout_and_says_which(ffpp_dir, celebdf_dir, folders_dir, tmp_path, caplog):
     write_part(tmp_path / "dfdc" / "part_0", {"aaaaaaaaaa.mp4": {"label": "REAL"}})
     for root, name in ((ffpp_dir, "ffpp"), (celebdf_dir, "celebdf"), (folders_dir, "folders"),
                        (tmp_path / "dfdc", "dfdc")):
         assert layouts.detect_layout(root)[0] == name
-        with pytest.warns(manifest.StageNotice, match=f"read as layout '{name}'"):
-            assert frames.list_videos(root).attrs["layout"] == name
+        caplog.clear()
+        assert frames.list_videos(root).attrs["layout"] == name
+        assert said(caplog, f"read as layout '{name}'")
 
 
 def test_an_ambiguous_tree_names_both_layouts(ffpp_dir, tmp_path):
