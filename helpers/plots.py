@@ -9,6 +9,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 LABEL_COLOURS = {"REAL": "#4C72B0", "FAKE": "#DD8452"}
 
@@ -235,12 +236,14 @@ def confusion_matrix(table: pd.DataFrame, title: str = "Confusion matrix (test f
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     values = table.to_numpy()
     shares = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
-    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), count in np.ndenumerate(values):
-        ax.text(j, i, f"{count}\n{shares[i, j]:.0%}", ha="center", va="center",
-                color="white" if shares[i, j] > 0.5 else "black")
-    ax.set_xticks([0, 1], table.columns)
-    ax.set_yticks([0, 1], table.index)
+    labels = np.array([[f"{count}\n{share:.0%}" for count, share in zip(*row)] for row in zip(values, shares)])
+    sns.heatmap(shares, annot=labels, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, square=True, ax=ax)
+    # The colour is the row share, so the text turns white on the darker half whatever seaborn's luminance rule says.
+    for text, share in zip(ax.texts, shares.flat):
+        text.set_color("white" if share > 0.5 else "black")
+    ticks = np.arange(len(table.columns)) + 0.5  # seaborn's cells span [i, i + 1]
+    ax.set_xticks(ticks, table.columns)
+    ax.set_yticks(np.arange(len(table.index)) + 0.5, table.index, rotation=0)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
@@ -364,31 +367,57 @@ def crop_study_bars(table: pd.DataFrame, variants: Sequence[str] | None = None,
                     sorted({c.split("_", 1)[1] for c in table.columns if c.startswith("accuracy_")
                             and not c.endswith(("_lo", "_hi", "_sd"))}))
     labels = list(table["Model"]) if "Model" in table else list(table["model"])
-    x = np.arange(len(table))
-    width = 0.8 / max(1, len(variants))
+    names = {"full": "full face", "eyes": "eyes", "lower": "lower face", "eyes_lower": "eyes + lower face"}
+    shown = [names.get(v, v) for v in variants]
+    # One colour per variant in every panel, the matplotlib cycle's as before; saturation=1 keeps them undimmed.
+    palette = {name: f"C{i % 10}" for i, name in enumerate(shown)}
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(5.0, 1.4 * len(table) + 2) * len(metrics) / 1.6, 3.6),
                              squeeze=False)
+    drawn: list[str] = []
     for ax, metric in zip(axes[0], metrics):
-        for i, variant in enumerate(variants):
-            column = f"{metric}_{variant}"
-            if column not in table:
-                continue
-            value = table[column].to_numpy(dtype=float)
-            lo = table.get(f"{column}_lo", pd.Series(value)).to_numpy(dtype=float)
-            hi = table.get(f"{column}_hi", pd.Series(value)).to_numpy(dtype=float)
-            errors = np.nan_to_num(np.vstack([value - lo, hi - value]), nan=0.0).clip(min=0)
-            names = {"full": "full face", "eyes": "eyes", "lower": "lower face", "eyes_lower": "eyes + lower face"}
-            ax.bar(x + (i - (len(variants) - 1) / 2) * width, value, width, yerr=errors, capsize=3,
-                   label=names.get(variant, variant), alpha=0.9)
+        bars = interval_rows(table, metric, variants, shown)
+        if len(bars):
+            # The intervals are group-bootstrap ends computed beforehand, which seaborn's `errorbar` cannot take
+            # (it recomputes from raw rows): bars from seaborn, the intervals drawn on the same centres.
+            # x is the row's position, not its label, so two rows with one name stay two bars; dodge=True because
+            # seaborn's "auto" stops dodging when one variant is left, and the bars would leave their intervals.
+            sns.barplot(bars, x="row", y="value", hue="variant", order=range(len(table)), hue_order=shown,
+                        palette=palette, saturation=1, alpha=0.9, errorbar=None, legend=False, dodge=True, ax=ax)
+            ax.errorbar(bars["centre"], bars["value"], yerr=bars[["below", "above"]].to_numpy().T, fmt="none",
+                        ecolor="k", capsize=3)
+            drawn += [n for n in shown if n in set(bars["variant"]) and n not in drawn]
         ax.axhline(0.5, color="k", linestyle="--", linewidth=0.8)  # chance for AUC; a coin flip for balanced data
-        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+        ax.set_xticks(np.arange(len(table)), labels, rotation=20, ha="right", fontsize=8)
         ax.set_ylim(0, 1.05)
+        ax.set_xlabel("")
         ax.set_ylabel({"auc": "AUC", "accuracy": "accuracy"}.get(metric, metric))
         ax.set_title({"auc": "AUC", "accuracy": "Accuracy"}.get(metric, metric))
-    handles, names = axes[0, 0].get_legend_handles_labels()
+    from matplotlib.patches import Patch  # noqa: PLC0415
+
+    handles = [Patch(facecolor=palette[n], alpha=0.9, label=n) for n in shown if n in drawn]
     # One legend for both panels, above them: inside a panel it would hide the bars.
-    fig.legend(handles, names, loc="upper right", ncol=len(names), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="upper right", ncol=max(1, len(handles)), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
+
+
+def interval_rows(table: pd.DataFrame, metric: str, variants: Sequence[str], shown: Sequence[str]) -> pd.DataFrame:
+    """One row per bar of `metric`: table row, variant, value, interval below/above it, centre as seaborn dodges it."""
+    width = 0.8 / max(1, len(variants))
+    parts = []
+    for i, (variant, name) in enumerate(zip(variants, shown)):
+        column = f"{metric}_{variant}"
+        if column not in table:
+            continue  # its slot stays empty, so the other variants keep their places
+        value = table[column].to_numpy(dtype=float)
+        lo = table[f"{column}_lo"].to_numpy(dtype=float) if f"{column}_lo" in table else value
+        hi = table[f"{column}_hi"].to_numpy(dtype=float) if f"{column}_hi" in table else value
+        rows = np.arange(len(table))
+        parts.append(pd.DataFrame({"row": rows, "variant": name, "value": value,
+                                   "below": np.nan_to_num(value - lo, nan=0.0).clip(min=0),
+                                   "above": np.nan_to_num(hi - value, nan=0.0).clip(min=0),
+                                   "centre": rows + (i - (len(variants) - 1) / 2) * width}))
+    bars = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row", "variant", "value"])
+    return bars[np.isfinite(bars["value"].to_numpy(dtype=float))].reset_index(drop=True)

@@ -32,8 +32,6 @@ NOT_IMPORTED = {
     "ipykernel": "the notebooks' kernel, which papermill and Jupyter start",
     "jupyter": "the Jupyter front end the README opens the notebooks in",
     "ruff": "a command-line tool, run by make lint",
-    "seaborn": "issue 15 keeps it for the heat maps, grouped bars and confusion matrices; drop this line "
-               "once helpers.plots imports it",
 }
 
 # helpers modules that a core install (`pip install .`) cannot import: they are for the extras named here.
