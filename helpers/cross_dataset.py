@@ -540,6 +540,7 @@ def save_table(table: pd.DataFrame, tables_dir: str | Path, name: str = TABLE_NA
 def heatmap(table: pd.DataFrame, level: str = "video", title: str | None = None):
     """Runs x (dataset, method) AUC at `level`, each cell annotated; chance (0.5) is the neutral colour."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    import seaborn as sns  # noqa: PLC0415
 
     part = table[table.level == level]
     if part.empty:
@@ -554,15 +555,17 @@ def heatmap(table: pd.DataFrame, level: str = "video", title: str | None = None)
     values = part.set_index(["run", "dataset", "method"]).auc
     grid = np.array([[values.get((r, d, m), np.nan) for d, m in columns] for r in runs], dtype=float)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(columns) + 2.5), max(2.0, 0.45 * len(runs) + 1.5)))
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
-    for (i, j), value in np.ndenumerate(grid):
-        ax.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
-                color="black")
+    # seaborn leaves a missing AUC blank and unannotated; "n/a" says it is missing, not forgotten.
+    sns.heatmap(grid, annot=np.vectorize(lambda v: f"{v:.2f}")(grid), fmt="", cmap="RdYlGn", vmin=0.0, vmax=1.0,
+                annot_kws={"fontsize": 8, "color": "black"}, ax=ax,
+                cbar_kws={"fraction": 0.03, "label": f"{level}-level AUC"})
+    for i, j in zip(*np.nonzero(np.isnan(grid))):
+        ax.text(j + 0.5, i + 0.5, "n/a", ha="center", va="center", fontsize=8, color="black")
     several = len({d for d, _ in columns}) > 1
-    ax.set_xticks(range(len(columns)), [f"{d}\n{m}" if several else m for d, m in columns], rotation=35, ha="right",
-                  fontsize=8)
-    ax.set_yticks(range(len(runs)), runs, fontsize=8)
-    fig.colorbar(image, ax=ax, fraction=0.03, label=f"{level}-level AUC")
+    # seaborn's cells span [i, i + 1] and it turns the run names vertical: set the labels as before.
+    ax.set_xticks(np.arange(len(columns)) + 0.5, [f"{d}\n{m}" if several else m for d, m in columns], rotation=35,
+                  ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(runs)) + 0.5, runs, fontsize=8, rotation=0)
     ax.set_title(title or f"{level.capitalize()}-level AUC on data the runs never saw (each method's fakes vs all reals)",
                  fontsize=10)
     fig.tight_layout()

@@ -175,6 +175,26 @@ def test_the_shortcut_is_reapplied_exactly_as_fitted(tmp_path):
 
 # --- tables and figures ---------------------------------------------------------------------------------------
 
+def test_heatmap_annotates_every_cell_and_says_n_a_where_nothing_was_scored():
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame({"run": ["r1", "r1", "r1", "r2", "r2"], "dataset": ["d"] * 5, "level": ["video"] * 5,
+                          "method": ["A", "B", "all", "A", "all"], "auc": [0.91, 0.42, 0.66, 0.5, 0.55]})
+    fig = X.heatmap(table)
+    ax, colour_bar = fig.axes
+    shown = ax.collections[0].get_array().filled(np.nan).reshape(2, 3)
+    assert np.allclose(shown, [[0.91, 0.42, 0.66], [0.5, np.nan, 0.55]], equal_nan=True)
+    cells = {(round(t.get_position()[0], 6), round(t.get_position()[1], 6)): t.get_text() for t in ax.texts}
+    assert cells == {(0.5, 0.5): "0.91", (1.5, 0.5): "0.42", (2.5, 0.5): "0.66",
+                     (0.5, 1.5): "0.50", (1.5, 1.5): "n/a", (2.5, 1.5): "0.55"}
+    assert {t.get_color() for t in ax.texts} == {"black"}
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B", "all"] and list(ax.get_xticks()) == [0.5, 1.5, 2.5]
+    assert [(t.get_text(), t.get_rotation()) for t in ax.get_yticklabels()] == [("r1", 0), ("r2", 0)]
+    assert ax.yaxis_inverted() and colour_bar.get_ylabel() == "video-level AUC"
+    assert ax.collections[0].get_clim() == (0.0, 1.0)  # chance sits mid-scale
+    plt.close(fig)
+
+
 def test_tables_and_figures_from_a_table_and_from_nothing(tmp_path):
     rows = X.metrics_rows(synthetic_predictions(), "meso4-full-s0", "set-c23", 0.5, n_boot=50)
     table = pd.DataFrame(rows, columns=X.COLUMNS)
