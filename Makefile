@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
+# make test runs the test files on this many pytest-xdist workers (one per core here; 1 runs them in order).
+# --dist loadfile keeps a file's tests, and the module fixtures they share, on one worker.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 # The stamp is newer than pyproject.toml once the venv holds what pyproject asks for: the library and
 # every extra (`.[all]`: notebooks, report, test, lint); `pip install .` alone is the library and predictor.
 STAMP := $(VENV)/.installed
@@ -48,11 +52,11 @@ notebooks: demo ## run every notebook headless with papermill (PROFILE=demo by d
 report: notebooks ## set up, build the demo, run all notebooks and render report/ (HTML and PDF)
 	$(PY) -m helpers.report --profile $(PROFILE)
 
-test: $(STAMP) ## run the test suite (realdata tests skip where ../shared/data is absent)
-	$(PY) -m pytest
+test: $(STAMP) ## run the test suite on TEST_WORKERS cores (realdata tests skip where ../shared/data is absent)
+	$(PYTEST)
 
-test-fast: $(STAMP) ## the quick tests: no notebooks, no slow or realdata tests (under 2 minutes on 2 cores)
-	$(PY) -m pytest -m "not slow and not notebook and not realdata"
+test-fast: $(STAMP) ## the quick tests: no notebooks, no slow or realdata tests (under a minute on 2 cores)
+	$(PYTEST) -m "not slow and not notebook and not realdata"
 
 lint: $(STAMP) ## ruff over helpers, tests, bench, scripts and notebooks (rules in pyproject.toml [tool.ruff])
 	$(PY) -m ruff check .

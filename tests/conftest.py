@@ -10,7 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Under pytest-xdist (make test: one worker per core) each worker gets its share of the cores, so torch,
+# OpenCV and TensorFlow in two workers do not fight over the same two.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // _WORKERS)) if _WORKERS > 1 else "2")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

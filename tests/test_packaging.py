@@ -32,6 +32,7 @@ NOT_IMPORTED = {
     "ipykernel": "the notebooks' kernel, which papermill and Jupyter start",
     "jupyter": "the Jupyter front end the README opens the notebooks in",
     "ruff": "a command-line tool, run by make lint",
+    "pytest-xdist": "a pytest plugin: make test and make test-fast spread the test files over the cores (-n)",
 }
 
 # helpers modules that a core install (`pip install .`) cannot import: they are for the extras named here.
