@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = sorted((ROOT / "scripts" / "slurm").glob("*.sbatch"))
-SCRIPTS = [*SLURM, ROOT / "bench" / "gpu_check.sh"]
+SCRIPTS = [*SLURM, ROOT / "bench" / "gpu_check.sh", ROOT / "bench" / "minimal_install.sh"]
 
 
 def _run(script: Path, **env) -> subprocess.CompletedProcess:
@@ -57,6 +57,19 @@ def test_the_gpu_check_dry_run_lists_every_step(tmp_path):
     steps = [line.split("]")[0].strip("[") for line in result.stdout.splitlines()]
     assert steps == ["versions", "nvidia_smi", "resnet50_bf16", "mtcnn_gpu", "mtcnn_cpu", "shrunk_dfdc"]
     assert "--gpu" in result.stdout and "--device cuda" in result.stdout and "bf16-mixed" in result.stdout
+
+
+def test_the_minimal_install_dry_run_installs_no_extra_and_predicts(tmp_path):
+    """bench/minimal_install.sh (1-2 minutes and a 7.6 GB venv, so a bench, not a test): its steps only."""
+    result = _run(ROOT / "bench" / "minimal_install.sh", WORK=str(tmp_path), PYTHON="python3")
+    assert result.returncode == 0, result.stderr
+    steps = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
+    assert [step.split()[1].rsplit("/", 1)[-1] for step in steps] == ["python3", "pip", "deepfake-study", "python",
+                                                                       "deepfake-study"]
+    install = steps[1]
+    assert install.endswith(f"install --quiet --disable-pip-version-check {ROOT}")  # no [extras]
+    assert " predict --run " in steps[-1]
+    assert not (tmp_path / "venv").exists()  # a dry run makes nothing
 
 
 def test_the_training_cli_writes_a_run_yaml_for_the_slurm_job(tmp_path):
