@@ -13,7 +13,7 @@ from pathlib import Path
 
 from helpers.runtime import configure_logging, cpu_count, headless, quiet_tensorflow
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("helpers.notebook")  # not __name__: under `python -m` that is __main__, outside the helpers logger
 
 
 def project_root() -> Path:

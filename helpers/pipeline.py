@@ -37,7 +37,7 @@ import yaml
 
 from helpers.notebook import project_root
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("helpers.pipeline")  # not __name__: under `python -m` that is __main__, outside the helpers logger
 
 RUN_KEY = "_run"
 OVERRIDE = re.compile(r"^(?P<notebook>[^.\[\]=]+)(?:\[(?P<run>[^\]]*)\])?\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$",

@@ -71,7 +71,7 @@ from helpers.frames import VIDEO_EXTENSIONS, frame_indices, list_videos, open_vi
 from helpers.runtime import cpu_count, progress, set_torch_threads  # noqa: E402
 from helpers.training import load_model, predict_logits  # noqa: E402
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("helpers.predict")  # not __name__: under `python -m` that is __main__, outside the helpers logger
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 STATUSES = ("ok", "unreadable", "no_face", "unsupported", "error")

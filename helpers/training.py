@@ -55,7 +55,7 @@ from helpers.datasets import FaceDataModule
 from helpers.models import build_model
 from helpers.runtime import cpu_count, headless
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("helpers.training")  # not __name__: under `python -m` that is __main__, outside the helpers logger
 
 DEFAULTS: dict = {
     "split_csv": "data/interim/03_split/split.csv",

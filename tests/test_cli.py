@@ -1,6 +1,7 @@
 """The `deepfake-study` console script: its help, its forwarding to each module's main, and its errors."""
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 import subprocess
@@ -112,3 +113,29 @@ def test_python_m_helpers_cli_runs_without_loading_torch_or_papermill():
     result = subprocess.run([sys.executable, "-m", "helpers.cli", "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
     assert result.returncode == 0 and "predict" in result.stdout, result.stderr
+
+
+def _logger_names(path: Path) -> list[ast.expr]:
+    """The arguments of the module-level `logging.getLogger(...)` calls in `path`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [node.value.args[0] for node in tree.body if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call) and ast.unparse(node.value.func) == "logging.getLogger"
+            and node.value.args]
+
+
+def test_modules_run_with_python_m_log_under_the_helpers_logger():
+    """Under `python -m helpers.X`, __name__ is __main__: a getLogger(__name__) there would miss the helpers
+    handler and its messages (the pipeline's progress, predict's start-up) would vanish from the console."""
+    root = Path(__file__).resolve().parents[1] / "helpers"
+    checked = 0
+    for path in sorted(root.rglob("*.py")):
+        module = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        runs_as_main = "__name__ == \"__main__\"" in path.read_text(encoding="utf-8")
+        for arg in _logger_names(path):
+            checked += 1
+            if isinstance(arg, ast.Constant):
+                assert arg.value == module, f"{path.name}: getLogger({arg.value!r}) should name its module {module!r}"
+            else:
+                assert not runs_as_main, f"{path.name} runs with python -m: name its logger {module!r}, not __name__"
+    assert checked >= 8
+
