@@ -254,7 +254,8 @@ def bootstrap_ci(
     groups: Iterable | None = None,
     threshold: float = 0.5,
 ) -> dict[str, dict]:
-    """Percentile-bootstrap intervals, `{metric: {"value", "lo", "hi"}}`, resampling groups when given.
+    """Percentile-bootstrap intervals, `{metric: {"value", "lo", "hi"}}`, resampling groups when given;
+    the AUC also holds `p_chance`, the one-sided bootstrap p of AUC <= 0.5 (`p_at_chance`).
 
     With `groups` (e.g. video ids) whole groups are resampled, because the faces of one video are not
     independent draws and an item bootstrap would give intervals that are too narrow. A resample that
@@ -275,9 +276,24 @@ def bootstrap_ci(
     blocks = [_weighted_metrics(s, w) for w in _weight_blocks(rng, s.y, n_boot, codes, n_groups)]
     out = {}
     for key in METRICS:
-        lo, hi = _percentiles(np.concatenate([b[key] for b in blocks]) if blocks else np.array([]), alpha)
+        values = np.concatenate([b[key] for b in blocks]) if blocks else np.array([])
+        lo, hi = _percentiles(values, alpha)
         out[key] = {"value": point[key], "lo": lo, "hi": hi}
+    out["auc"]["p_chance"] = p_at_chance(np.concatenate([b["auc"] for b in blocks]) if blocks else np.array([]))
     return out
+
+
+def p_at_chance(auc_resamples: np.ndarray) -> float:
+    """One-sided bootstrap p-value of "AUC <= 0.5": the share of resampled AUCs at or below chance.
+
+    At least 1/n (n finite resamples), since a bootstrap cannot show a smaller p; NaN without resamples.
+    With several networks tested on one test set, adjust these (`holm`) before calling any above chance.
+    """
+    values = np.asarray(auc_resamples, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return math.nan
+    return float(max(np.mean(values <= 0.5), 1 / values.size))
 
 
 def _seed_probs(y: np.ndarray, probs, name: str) -> np.ndarray:
@@ -342,7 +358,8 @@ def hierarchical_bootstrap(
     alpha: float = 0.05,
     threshold: float | Iterable[float] = 0.5,
 ) -> dict[str, dict]:
-    """Seeds pooled: `{metric: {"value", "lo", "hi"}}` over (n_seeds, n_items) `probs` on the same items.
+    """Seeds pooled: `{metric: {"value", "lo", "hi"}}` over (n_seeds, n_items) `probs` on the same items
+    (and the AUC's `p_chance`, as in `bootstrap_ci`).
 
     Each resample draws groups with replacement and seeds with replacement and averages each metric
     over the drawn seeds, so the interval holds both the test-set and the training-seed variation.
@@ -357,6 +374,7 @@ def hierarchical_bootstrap(
     for k in METRICS:
         lo, hi = _percentiles(boot[k], alpha)
         out[k] = {"value": point[k], "lo": lo, "hi": hi}
+    out["auc"]["p_chance"] = p_at_chance(boot["auc"])
     return out
 
 

@@ -390,6 +390,25 @@ def at_chance(run: Run, level: str = "video") -> bool:
     return auc.get("lo") is None or auc["lo"] <= 0.5
 
 
+def chance_verdicts(networks: list[Run], level: str = "video", alpha: float = 0.05) -> dict[str, dict]:
+    """Per network name: {"verdict", "p_holm", "lo"}, its test AUC against chance with Holm's correction.
+
+    Many networks are scored on one test set, so a 95% interval clearing 0.5 is a one-sided 2.5% test per
+    network: of ten networks at chance, about one time in five at least one of them clears it by luck. A network is
+    "above" chance when its one-sided bootstrap p of AUC <= 0.5 (`metrics.p_at_chance`), Holm-adjusted
+    over all the networks, is below `alpha`; "unadjusted" when only its interval clears 0.5; else "chance".
+    A run scored before the p was recorded counts with p = 1 in the adjustment (never "above").
+    """
+    aucs = [(run.metrics.get(level) or {}).get("auc") or {} for run in networks]
+    raw = [a.get("p_chance") for a in aucs]
+    adjusted = M.holm([p if p is not None and np.isfinite(p) else 1.0 for p in raw])
+    out = {}
+    for run, auc, p in zip(networks, aucs, adjusted):
+        verdict = "chance" if at_chance(run, level) else ("above" if p < alpha else "unadjusted")
+        out[run.name] = {"verdict": verdict, "p_holm": p, "lo": auc.get("lo")}
+    return out
+
+
 def why_not_learned(run: Run) -> str:
     """Why a run at chance did not learn, read from its own history (never from test).
 
@@ -445,10 +464,19 @@ def headline(runs: list[Run], crop_table: pd.DataFrame | None = None) -> dict:
         text.append(f"{len(below)} of {len(networks)} networks did not learn to tell FAKE from REAL here (their "
                     "video-level test AUC interval includes 0.5): "
                     + "; ".join(f"{r.name}, because {why_not_learned(r)}" for r in below) + ".")
-    learned = [r.name for r in networks if not at_chance(r)]
+    verdicts = chance_verdicts(networks)
+    learned = [name for name, v in verdicts.items() if v["verdict"] == "above"]
     if learned:
-        text.append(f"{len(learned)} of {len(networks)} networks are above chance (video-level AUC interval above 0.5): "
-                    + ", ".join(learned) + ".")
+        text.append(f"{len(learned)} of {len(networks)} networks are above chance (video-level AUC interval above 0.5, "
+                    f"and one-sided bootstrap p of AUC <= 0.5 below 0.05 after Holm's correction for the "
+                    f"{len(networks)} networks scored on this test set): " + ", ".join(learned) + ".")
+    weak = {name: v for name, v in verdicts.items() if v["verdict"] == "unadjusted"}
+    if weak:
+        text.append(f"{len(weak)} more clear 0.5 only before that correction ("
+                    + "; ".join(f"{name}: interval from {v['lo']:.3f}, Holm p {v['p_holm']:.2f}" for name, v in weak.items())
+                    + f"): each 95% interval is a one-sided 2.5% test, so {len(networks)} networks at chance would "
+                    f"give about {0.025 * len(networks):.1f} such results by luck alone; read them as weak evidence, "
+                    "not as networks that learned.")
     note = shortcut_note(runs)
     if note:
         text.append(note)

@@ -728,3 +728,18 @@ def test_group_bootstrap_covers_the_true_auc():
     assert 0.93 <= covered["groups"] / reps <= 0.97, covered
     # Ignoring the groups treats the ~5 fakes of an original as independent: too narrow.
     assert covered["items"] / 200 < 0.88, covered
+
+
+def test_p_at_chance_is_the_share_of_resampled_aucs_at_or_below_one_half():
+    assert M.p_at_chance(np.array([0.4, 0.5, 0.6, 0.7, np.nan])) == 0.5
+    assert M.p_at_chance(np.array([0.8, 0.9, 0.7, 0.6])) == 0.25  # never below 1/n
+    assert np.isnan(M.p_at_chance(np.array([])))
+
+
+def test_bootstrap_ci_records_the_p_of_auc_at_chance():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(40), np.ones(40)]
+    separable = M.bootstrap_ci(y, np.r_[rng.uniform(0, 0.4, 40), rng.uniform(0.6, 1, 40)], n_boot=200)["auc"]
+    assert separable["p_chance"] == pytest.approx(1 / 200)
+    noise = [M.bootstrap_ci(y, rng.uniform(size=80), n_boot=200, seed=s)["auc"]["p_chance"] for s in range(20)]
+    assert 0.2 < np.mean(noise) < 0.8  # about uniform under the null

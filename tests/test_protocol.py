@@ -126,17 +126,42 @@ def test_why_a_run_did_not_learn_is_read_from_its_own_history():
 
 def test_the_headline_names_each_network_at_chance_with_its_reason_and_those_above_it():
     learned = _run("learned", val_auc=0.9, test_auc=0.9)
+    learned.metrics["video"]["auc"]["p_chance"] = 0.001
     chance = _run("chance", val_auc=0.55, test_auc=0.52)
     chance.history = _history([0.6, 0.65], [0.5, 0.55])
-    for r in (learned, chance):
+    lucky = _run("lucky", val_auc=0.5, test_auc=0.61)  # interval from 0.51: clears 0.5, not after Holm
+    lucky.metrics["video"]["auc"]["p_chance"] = 0.03
+    for r in (learned, chance, lucky):
         r.metrics.update(baseline={"frame": {"accuracy": 0.83}},
                          frame={**r.metrics["frame"], **{k: {"value": 0.5, "lo": 0.4, "hi": 0.6}
                                                          for k in ("balanced_accuracy", "log_loss", "accuracy")},
                                 "n": {"value": 10}},
                          video={**r.metrics["video"], "n": {"value": 5}})
-    text = results.headline([learned, chance])["text"]
-    assert "1 of 2 networks did not learn" in text and "chance, because it did not fit even its training" in text
-    assert "1 of 2 networks are above chance" in text and "learned." in text
+    text = results.headline([learned, chance, lucky])["text"]
+    assert "1 of 3 networks did not learn" in text and "chance, because it did not fit even its training" in text
+    assert "1 of 3 networks are above chance" in text and "Holm's correction for the 3 networks" in text
+    assert "learned." in text
+    assert "1 more clear 0.5 only before that correction (lucky: interval from 0.510, Holm p 0.06)" in text
+    assert "about 0.1 such results by luck alone" in text
+
+
+def test_above_chance_is_holm_adjusted_over_the_networks():
+    def run(name, lo, p):
+        r = _run(name, val_auc=0.6, test_auc=lo + 0.1)
+        if p is not None:
+            r.metrics["video"]["auc"]["p_chance"] = p
+        return r
+
+    verdicts = results.chance_verdicts([run("a", 0.7, 0.001), run("b", 0.52, 0.015), run("c", 0.45, 0.2),
+                                        run("old", 0.6, None)])
+    # Holm over 4: 0.001 * 4 = 0.004 < 0.05; 0.015 * 3 = 0.045 < 0.05; c's interval includes 0.5; "old" has no p
+    assert {k: v["verdict"] for k, v in verdicts.items()} == {"a": "above", "b": "above", "c": "chance",
+                                                               "old": "unadjusted"}
+    assert verdicts["b"]["p_holm"] == pytest.approx(0.045)
+    # one more network at chance makes b's 0.015 fail: 0.015 * 4 = 0.06
+    more = results.chance_verdicts([run("a", 0.7, 0.001), run("b", 0.52, 0.015), run("c", 0.45, 0.2),
+                                    run("d", 0.45, 0.3), run("old", 0.6, None)])
+    assert more["b"]["verdict"] == "unadjusted"
 
 
 def test_the_leaderboard_says_what_each_run_trained():
