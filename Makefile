@@ -23,7 +23,16 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
+# The full environment is about 8 GB; pip needs room for it and its unpacked wheels besides.
+MIN_FREE_GB ?= 9
+
 $(STAMP): pyproject.toml
+	@free=$$(df -Pk $(dir $(abspath $(VENV))) | awk 'NR==2 {print int($$4/1048576)}'); \
+	if [ "$$free" -lt "$(MIN_FREE_GB)" ]; then \
+		echo "make setup: only $$free GB free on the disk holding $(abspath $(VENV)); the environment needs about $(MIN_FREE_GB) GB." >&2; \
+		echo "Free some space (or set VENV to a folder on a larger disk, or MIN_FREE_GB=0 to try anyway)." >&2; \
+		exit 1; \
+	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the environment into $(VENV) (about 2 minutes the first time) ..."
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
