@@ -116,6 +116,18 @@ def test_cached_pretrained_weights_are_loaded(tmp_path, monkeypatch):
     assert model.fc.out_features == 1
 
 
+@pytest.mark.parametrize("name", ["resnet50", "resnet101"])
+def test_a_resnet_from_scratch_starts_each_residual_branch_at_zero(name):
+    model = build_model(name, image_size=32)
+    blocks = [block for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for block in layer]
+    assert blocks and all(torch.count_nonzero(block.bn3.weight) == 0 for block in blocks)
+    assert torch.count_nonzero(model.bn1.weight) > 0  # the stem and the other BatchNorms start at one
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    model(x).sum().backward()
+    assert all(block.bn3.weight.grad is not None and torch.count_nonzero(block.bn3.weight.grad) > 0
+               for block in blocks)  # the zeroed gammas still learn
+
+
 def test_vit_records_attention_maps():
     model, size = _build("vit")
     model.eval()
