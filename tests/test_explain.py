@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torchvision
 from torch import nn
 from torch.nn import functional as F
 
@@ -92,8 +93,13 @@ def _model_and_images(name: str, size: int, n: int):
     if name.startswith("resnet"):
         # A random ResNet's non-negative block outputs all push one way, leaving the other class's map
         # zero: centre its head and give the images two halves of different contrast.
+        # From scratch, each block's last BatchNorm starts at zero (zero_init_residual), so the last block
+        # would pass its input through unchanged: give those scales torchvision's default (one) back.
         with torch.no_grad():
             model.fc.weight -= model.fc.weight.mean()
+            for block in model.modules():
+                if isinstance(block, torchvision.models.resnet.Bottleneck):
+                    block.bn3.weight.fill_(1.0)
         x[:, :, :, : size // 2] *= 3
     return model, x
 
