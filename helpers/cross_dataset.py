@@ -617,10 +617,13 @@ def published_table(table: pd.DataFrame, runs: list[ScoredRun], trained_on: str)
     part = table[table.method == ALL]
     for run in ours:
         for row in part[part.run == run.name].itertuples():
-            differs = (f"trained on {trained_on}, not FF++ c23; {row.n_videos} videos of {row.dataset} "
-                       f"({row.n_real_videos} real, {row.n_fake_videos} fake); {by_name[run.name].model} at "
+            # "trained on" has its own column; the intervals' unit is named only where it is not the video.
+            units = ("the intervals' units" if row.unit == "video" and row.n_units == row.n_videos
+                     else f"intervals over {row.n_units} {unit_plural(row.unit)}")
+            differs = (f"not FF++ c23; {row.n_videos} videos of {row.dataset} ({row.n_real_videos} real, "
+                       f"{row.n_fake_videos} fake), {units}; {by_name[run.name].model} at "
                        f"{by_name[run.name].config.get('image_size', '?')} px, {by_name[run.name].config.get('variant', 'full')} "
-                       f"crop; intervals over {row.n_units} {unit_plural(row.unit)}")
+                       f"crop")
             rows.append({"source": "this study" + (" (chosen on validation)" if run.name == chosen else ""),
                          "model": f"{run.name} ({run.model})", "trained on": trained_on, "tested on": row.dataset,
                          "level": row.level, "AUC": row.auc, "AUC [95% CI]": _interval(row.auc, row.auc_low, row.auc_high),

@@ -215,7 +215,10 @@ def test_tables_and_figures_from_a_table_and_from_nothing(tmp_path):
     comparison = X.published_table(table, [run], "the demo")
     assert len(comparison) == len(X.PUBLISHED) + 2  # ours: the chosen run's `all` rows at both levels
     ours = comparison[comparison.source.str.startswith("this study")]
-    assert set(ours.level) == {"frame", "video"} and ours["what differs from ours"].str.contains("trained on the demo").all()
+    assert set(ours.level) == {"frame", "video"} and ours["what differs from ours"].str.startswith("not FF++ c23; ").all()
+    assert (ours["trained on"] == "the demo").all()  # said once, in its own column
+    # the intervals' unit: named in full unless it is the video the row counts
+    assert ours["what differs from ours"].str.contains(r"the intervals' units|intervals over \d+ ", regex=True).all()
     assert (comparison.AUC.iloc[:len(X.PUBLISHED)] == [p["AUC"] for p in X.PUBLISHED]).all()
 
 
