@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("helpers.training", "train and test one detector from a run.yaml (how multi-GPU runs go)"),
     "predict": ("helpers.predict", "fake probability of videos, images or dataset roots, from a trained run"),
     "demo": ("helpers.demo", "build the embedded demo dataset (DFDC layout, offline)"),
+    "seeds": ("helpers.seed_spread", "retrain a finished run under other seeds: how far its numbers move"),
 }
 
 
@@ -35,7 +36,7 @@ def usage() -> str:
              "The deepfake-detection study from a shell. `" + PROG + " COMMAND --help` shows a command's options.",
              "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
-    lines += ["", "`python -m helpers.pipeline` (and .report, .training, .predict, .demo) runs the same commands."]
+    lines += ["", "`python -m helpers.pipeline` (and .report, .training, .predict, .demo, .seed_spread) runs the same commands."]
     return "\n".join(lines)
 
 

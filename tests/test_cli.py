@@ -25,7 +25,7 @@ def test_help_lists_every_command_on_one_line(capsys):
     out = capsys.readouterr().out
     for name, (_, text) in cli.COMMANDS.items():
         assert [line for line in out.splitlines() if line.split()[:1] == [name]] == [f"  {name:<8}  {text}"]
-    assert set(cli.COMMANDS) == {"pipeline", "report", "train", "predict", "demo"}
+    assert set(cli.COMMANDS) == {"pipeline", "report", "train", "predict", "demo", "seeds"}
 
 
 def test_no_command_prints_the_usage_and_fails(capsys):
